@@ -1,0 +1,37 @@
+"""`llm2comp` command line: one subcommand per file in this package."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "encode": "llm2comp.cli.encode_cmd",
+    "search": "llm2comp.cli.search_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm2comp",
+        description="Turn a decoder-only LLM into a text-embedding model by learning to compress "
+        "(LLM2Comp). Without --model, commands use the embedded default SmolLM2-135M.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in SUBCOMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (FileNotFoundError, ValueError, TypeError, OSError) as error:
+        print(f"llm2comp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`llm2comp search`: a small semantic search, to see a model in use."""
+
+from __future__ import annotations
+
+from ..models.default_model import DEFAULT_MODEL_NAME
+
+EXAMPLE_DOCUMENTS = [
+    "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "The stock market fell sharply after the central bank raised interest rates.",
+    "A balanced diet includes vegetables, fruit, whole grains and protein.",
+    "The Python programming language emphasises code readability.",
+    "Mount Everest is the highest mountain above sea level.",
+]
+EXAMPLE_QUERIES = [
+    "Which landmark is in the French capital?",
+    "How do plants make food from sunlight?",
+    "what should I eat to stay healthy",
+]
+DEFAULT_INSTRUCTION = "Given a question, retrieve passages that answer the question"
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("search", help="rank documents for queries (a small semantic search)",
+                            description="Embed queries (with an instruction) and documents (without), "
+                            "and print each query's top matches by cosine similarity.")
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    parser.add_argument("--query", action="append", help="a query (repeatable; default: examples)")
+    parser.add_argument("--documents", default=None, help=".txt/.jsonl file of documents (default: examples)")
+    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
+    parser.add_argument("--top", type=int, default=2)
+    parser.set_defaults(run=run)
+
+
+def semantic_search(model, queries, documents, instruction: str | None, top: int):
+    """Return, per query, the `top` (score, document) pairs, best first."""
+    query_embeddings = model.encode_query(queries, instruction=instruction)
+    document_embeddings = model.encode_document(documents)
+    scores = model.similarity(query_embeddings, document_embeddings)
+    best = scores.topk(min(top, len(documents)), dim=1)
+    return [[(float(s), documents[i]) for s, i in zip(values, indices)]
+            for values, indices in zip(best.values.tolist(), best.indices.tolist())]
+
+
+def print_search(queries, results) -> None:
+    for query, hits in zip(queries, results):
+        print(f"\nquery: {query}")
+        for rank, (score, document) in enumerate(hits, start=1):
+            print(f"  {rank}. {score:.3f}  {document}")
+
+
+def run(args) -> int:
+    from ..models.encoder import LLM2Comp
+    from ..text_files import read_texts
+
+    documents = read_texts(args.documents) if args.documents else EXAMPLE_DOCUMENTS
+    queries = args.query or EXAMPLE_QUERIES
+    model = LLM2Comp.from_pretrained(args.model)
+    print_search(queries, semantic_search(model, queries, documents, args.instruction, args.top))
+    return 0

@@ -1,0 +1,220 @@
+"""LLM2Comp: a causal LM turned into a text encoder with k memory tokens.
+
+    input      [BOS] text [M1..Mk] [pad...]      (memory vectors written into the k slots)
+    encoder    the backbone (+ LoRA) under a bidirectional 4-D mask, no LM head
+    embedding  e = 1/k * sum_j h_L(M_j)           (final-layer, post-norm memory states)
+
+The same weights also serve as the frozen causal decoder/teacher of stage 1: `frozen()` switches
+the LoRA adapter off, and the causal LM is called with an ordinary 2-D mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from ..inputs import normalize_inputs
+from . import saving
+from .attention import check_attention_mode, model_attention_mask, position_ids_for
+from .backbone import body_of, load_causal_lm
+from .config import LLM2CompConfig, is_llm2comp_folder
+from .default_model import DEFAULT_MODEL_NAME
+from .encoding import encode_items
+from .lora import LoraSettings, add_lora
+from .memory import EncoderBatch, MemoryTokens, build_encoder_batch, embed_with_memory, truncate_text_ids
+from .pooling import check_pooling, pool
+
+
+class LLM2Comp(nn.Module):
+    def __init__(self, causal_lm: nn.Module, tokenizer, config: LLM2CompConfig,
+                 memory: MemoryTokens | None = None):
+        super().__init__()
+        check_attention_mode(config.attention)
+        check_pooling(config.pooling, config.num_memory_tokens)
+        if (memory is None) != (config.num_memory_tokens == 0):
+            raise ValueError("memory tokens must be given exactly when num_memory_tokens > 0")
+        self.model = causal_lm
+        self.memory = memory
+        self.tokenizer = tokenizer
+        self.config = config
+        self.config.embedding_dim = self.hidden_size
+        self.merged_adapters: list[saving.AdapterRecord] = []  # earlier stages, already in the weights
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | None = DEFAULT_MODEL_NAME,
+        *,
+        num_memory_tokens: int = 8,
+        pooling: str = "memory_mean",
+        attention: str = "bidirectional",
+        max_length: int = 512,
+        dtype: str | torch.dtype | None = torch.float32,
+        device: str | torch.device | None = None,
+        attn_implementation: str = "sdpa",
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        **config_overrides,
+    ) -> LLM2Comp:
+        """Load a saved LLM2Comp folder, or wrap a fresh backbone (Hub id, folder, or default).
+
+        For a saved folder the architecture arguments (k, pooling, attention, max length) come from
+        its config; `dtype`, `device`, `attn_implementation` and config overrides still apply.
+        """
+        load_args = dict(dtype=dtype, device=device, attn_implementation=attn_implementation,
+                         **config_overrides)
+        if is_llm2comp_folder(name_or_path):
+            return saving.load_model(cls, name_or_path, **load_args)
+        causal_lm, tokenizer, _ = load_causal_lm(name_or_path, revision=revision,
+                                                 trust_remote_code=trust_remote_code, **load_args)
+        backbone = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL_NAME
+        if os.path.exists(backbone):
+            backbone = os.path.abspath(backbone)
+        config = LLM2CompConfig(backbone=backbone, backbone_revision=revision,
+                                num_memory_tokens=num_memory_tokens, pooling=pooling, attention=attention,
+                                max_length=max_length, trust_remote_code=trust_remote_code)
+        memory = None
+        if num_memory_tokens > 0:
+            memory = MemoryTokens(num_memory_tokens, causal_lm.config.hidden_size)
+            memory.init_from_embeddings(causal_lm.get_input_embeddings().weight, seed=seed)
+            memory.to(causal_lm.device)
+        return cls(causal_lm, tokenizer, config, memory)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def num_memory_tokens(self) -> int:
+        return self.config.num_memory_tokens
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.hidden_size
+
+    # ------------------------------------------------------------------ adapters
+    @property
+    def has_adapter(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def add_lora(self, settings: LoraSettings | None = None) -> None:
+        """Add a fresh trainable LoRA adapter; an existing one is merged into the weights first."""
+        if self.has_adapter:
+            self.merge_adapter()
+        self.model = add_lora(self.model, settings or LoraSettings())
+
+    def merge_adapter(self) -> None:
+        """Fold the active LoRA into the weights (kept on record so `save` can write it)."""
+        if not self.has_adapter:
+            return
+        self.merged_adapters.append(saving.AdapterRecord.capture(self.model))
+        self.model = self.model.merge_and_unload()
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """The original backbone: the LoRA adapter switched off (for the stage-1 teacher/decoder)."""
+        context = self.model.disable_adapter() if self.has_adapter else contextlib.nullcontext()
+        with context:
+            yield self.model
+
+    # ------------------------------------------------------------------ tokenisation
+    def _prefix_ids(self) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        return [bos] if bos is not None else []
+
+    def _pad_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return candidate
+        return 0
+
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids without special tokens, cut to fit `max_length`; returns (ids, n_truncated)."""
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        cut = [truncate_text_ids(row, self.config.max_length, len(self._prefix_ids()), self.num_memory_tokens)
+               for row in ids]
+        return [row for row, _ in cut], sum(flag for _, flag in cut)
+
+    def collate(self, texts_ids: list[list[int]], padding_side: str = "right") -> EncoderBatch:
+        return build_encoder_batch(texts_ids, num_memory=self.num_memory_tokens, prefix_ids=self._prefix_ids(),
+                                   pad_id=self._pad_id(), padding_side=padding_side)
+
+    def warn_truncated(self, count: int) -> None:
+        if count:
+            warnings.warn(f"{count} text(s) longer than max_length={self.config.max_length} were truncated "
+                          f"(the {self.num_memory_tokens} memory tokens are always kept)", stacklevel=3)
+
+    # ------------------------------------------------------------------ forward
+    def hidden_states(self, batch: EncoderBatch) -> torch.Tensor:
+        """Final-layer (post-norm) hidden states (B, T, d) under the configured attention mode."""
+        batch = batch.to(self.device)
+        body = body_of(self.model)
+        embeds = embed_with_memory(self.model.get_input_embeddings(), batch, self.memory)
+        mask = model_attention_mask(batch.valid, self.config.attention, embeds.dtype)
+        output = body(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_for(batch.valid),
+                      use_cache=False)
+        return output.last_hidden_state
+
+    def memory_states(self, batch: EncoderBatch) -> torch.Tensor:
+        """The k compressed vectors per text, (B, k, d): what the stage-1 decoder reads."""
+        hidden = self.hidden_states(batch)
+        slots = batch.memory_slot.to(hidden.device)
+        batch_index, position = (slots >= 0).nonzero(as_tuple=True)  # row-major: memory order kept
+        return hidden[batch_index, position].view(hidden.shape[0], self.num_memory_tokens, -1)
+
+    def forward(self, batch: EncoderBatch) -> torch.Tensor:
+        """Pooled embeddings (B, d), with gradients when training."""
+        return pool(self.hidden_states(batch), batch.to(self.device), self.config.pooling)
+
+    # ------------------------------------------------------------------ encode API
+    def encode(self, texts, batch_size: int = 32, show_progress_bar: bool | None = None,
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               normalize_embeddings: bool = False, instruction: str | None = None, padding_side: str = "right"):
+        """Embed a str or a list of str / (instruction, text) pairs, sentence-transformers style.
+
+        Texts are sorted by length into batches and returned in input order. A single str gives a
+        1-D result; an empty list gives shape (0, d).
+        """
+        items, single = normalize_inputs(texts, instruction)
+        embeddings = encode_items(self, items, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                  normalize=normalize_embeddings, padding_side=padding_side)
+        if single:
+            embeddings = embeddings[0]
+        if convert_to_tensor or not convert_to_numpy:
+            return embeddings
+        return embeddings.float().numpy()
+
+    def encode_query(self, texts, instruction: str | None = None, **kwargs):
+        """Embed queries; `instruction` is prepended as `{instruction}: {query}`."""
+        return self.encode(texts, instruction=instruction, **kwargs)
+
+    def encode_document(self, texts, **kwargs):
+        """Embed documents: never with an instruction."""
+        if kwargs.pop("instruction", None):
+            raise ValueError("documents take no instruction; instructions go on queries only")
+        items, _ = normalize_inputs(texts)
+        if any(instruction for instruction, _ in items):
+            raise ValueError("documents take no instruction; pass plain strings to encode_document")
+        return self.encode(texts, **kwargs)
+
+    @staticmethod
+    def similarity(a, b) -> torch.Tensor:
+        """Cosine similarity matrix between two sets of embeddings (numpy or torch), shape (n, m)."""
+        a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        return nn.functional.normalize(a, dim=-1) @ nn.functional.normalize(b, dim=-1).T
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | os.PathLike, merge: bool = False) -> None:
+        """Write the model folder (see docs/model_format.md). `merge=True` also merges in memory."""
+        saving.save_model(self, path, merge=merge)

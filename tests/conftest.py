@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny random models of several architectures with the real SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+
+TINY_ARCHES = ("llama", "qwen2", "gemma3", "gpt2")
+VOCAB = 49152
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("LLM2COMP_REAL_MODEL") == "1":
+        return
+    skip = pytest.mark.skip(reason="real-model test: set LLM2COMP_REAL_MODEL=1 to run")
+    for item in items:
+        if "real_model" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    """Folder holding the real SmolLM2 tokenizer files (converted once into the user cache)."""
+    from llm2comp.models.default_model import resolve_default_model
+
+    return resolve_default_model()
+
+
+def tiny_config(arch: str):
+    import transformers as tf
+
+    common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    if arch == "llama":
+        return tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, **common)
+    if arch == "qwen2":
+        return tf.Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+                              **common)
+    if arch == "gemma3":
+        return tf.Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                                   sliding_window=4, **common)
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common)
+    raise ValueError(arch)
+
+
+def save_tiny_model(arch: str, folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch))
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tokenizer_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: save_tiny_model(arch, root / arch, tokenizer_dir) for arch in TINY_ARCHES}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tiny_model_dirs) -> Path:
+    return tiny_model_dirs["llama"]
+
+
+@pytest.fixture
+def tiny_encoder(tiny_llama_dir):
+    from llm2comp import LLM2Comp
+
+    return LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=4, max_length=64)
+
+
+def randomize_lora(model, seed: int = 1, scale: float = 0.05) -> None:
+    """Give a fresh LoRA adapter non-zero weights so that it changes the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
