@@ -9,6 +9,7 @@ import sys
 SUBCOMMANDS = {
     "encode": "llm2comp.cli.encode_cmd",
     "search": "llm2comp.cli.search_cmd",
+    "train": "llm2comp.cli.train_cmd",
 }
 
 
@@ -25,9 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    takes_overrides = getattr(args, "accepts_overrides", False)  # `train` passes --key value to the config
+    if extra and not takes_overrides:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.run(args) or 0)
+        return int((args.run(args, extra) if takes_overrides else args.run(args)) or 0)
     except (FileNotFoundError, ValueError, TypeError, OSError) as error:
         print(f"llm2comp {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,15 @@
+"""Reductions shared by the compression losses: mean over a text's positions, then over texts."""
+
+from __future__ import annotations
+
+import torch
+
+
+def mean_per_text_then_batch(values: torch.Tensor, text_index: torch.Tensor, num_texts: int) -> torch.Tensor:
+    """values (N,) at flattened positions, text_index (N,) in [0, num_texts) -> scalar.
+
+    Each text weighs the same whatever its length: loss = 1/B * sum_b mean_{t in b} values_t.
+    """
+    sums = torch.zeros(num_texts, dtype=values.dtype, device=values.device).index_add_(0, text_index, values)
+    counts = torch.bincount(text_index, minlength=num_texts).clamp(min=1).to(values.dtype)
+    return (sums / counts).mean()

@@ -1,0 +1,10 @@
+"""Recipes: compose components into the three training stages; each reads top to bottom."""
+
+
+def run_stage(cfg, *, resume: bool = True, callbacks=()):
+    """Dispatch a StageConfig to its recipe; returns the saved model folder."""
+    if cfg.stage == "pretrain":
+        from .pretrain import run_pretrain
+
+        return run_pretrain(cfg, resume=resume, callbacks=callbacks)
+    raise ValueError(f"stage {cfg.stage!r} has no recipe yet")

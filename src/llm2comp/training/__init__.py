@@ -1,0 +1,1 @@
+"""Training: the accelerate-based trainer, checkpoints, schedules, distributed helpers."""

@@ -1,0 +1,120 @@
+"""Training checkpoints: safetensors + JSON only, written atomically, the last K kept.
+
+    checkpoints/step-000200/
+        trainable.safetensors   every trainable parameter, by name (LoRA, memory vectors, ...)
+        optimizer.safetensors   AdamW moment tensors, keyed "<param index>.<name>"
+        state.json              step, data position, optimizer hyper-parameters and scalar state,
+                                scheduler state, python/numpy RNG state, the resolved config
+        rng.safetensors         torch CPU (and CUDA) RNG state
+
+A killed run resumes from the newest complete checkpoint (a folder appears only once fully
+written, through one rename), so nothing already written is ever lost or half-read.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_directory
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().to("cpu", copy=True).contiguous()
+            for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                tensors[f"{index}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = float(value)
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    for index, entries in meta["scalars"].items():
+        for key, value in entries.items():
+            state.setdefault(int(index), {})[key] = torch.tensor(value)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, data_state: dict,
+                    config: dict, keep_last: int = 3) -> Path:
+    folder = Path(folder)
+    target = folder / f"step-{step:06d}"
+    tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    numpy_state = np.random.get_state()
+    meta = {
+        "step": step,
+        "data": data_state,
+        "optimizer": optimizer_meta,
+        "scheduler": scheduler.state_dict(),
+        "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "config": config,
+    }
+    with atomic_directory(target) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        save_file(rng, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    for old in list_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG; return the saved meta (step, data position)."""
+    path = Path(path)
+    meta = json.loads((path / "state.json").read_text())
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = sorted(set(weights) - set(params))
+    if missing:
+        raise ValueError(f"{path}: checkpoint holds parameters the model lacks, e.g. {missing[:3]}; "
+                         "was it written by a different recipe?")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    _restore_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
+    scheduler.load_state_dict(meta["scheduler"])
+    rng = load_file(str(path / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available() and "cuda0" in rng:
+        torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng])
+    python_rng = meta["python_rng"]
+    random.setstate((python_rng[0], tuple(python_rng[1]), python_rng[2]))
+    numpy_rng = meta["numpy_rng"]
+    np.random.set_state((numpy_rng[0], np.array(numpy_rng[1], dtype=np.uint32), *numpy_rng[2:]))
+    return meta

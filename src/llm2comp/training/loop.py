@@ -1,0 +1,169 @@
+"""The training loop every stage shares, on HF Accelerate (one CPU, one GPU, DDP, FSDP, DeepSpeed).
+
+It owns: AdamW, linear warm-up then decay, gradient accumulation, clipping, mixed precision,
+progress bar (loss / lr / tokens per second), a JSONL metrics log and a loss-curve PNG, atomic
+checkpoints every N steps, resume, and a stop on a non-finite loss that keeps the last good
+checkpoint. What a step computes is the stage's business: `objective(batch) -> loss`, or a
+custom `step_fn(objective, batch, accelerator, scale) -> loss` for losses that run their own
+backward (the GradCache contrastive loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_write_bytes
+from .batches import BatchStream
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+log = logging.getLogger("llm2comp")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class LoopSettings:
+    max_steps: int
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    max_grad_norm: float | None = 2.0
+    save_every: int = 0  # 0: only at the end
+    keep_last: int = 3
+    log_every: int = 1
+    progress: bool = True
+
+
+@dataclass
+class LoopResult:
+    step: int
+    resumed_from: int | None
+    history: list[dict] = field(default_factory=list)
+
+
+def _default_step(objective, batch, accelerator, scale: float) -> torch.Tensor:
+    loss = objective(batch)
+    if torch.isfinite(loss):
+        accelerator.backward(loss * scale)
+    return loss.detach()
+
+
+def _read_history(path: Path, up_to: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["step"] <= up_to]
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
+
+
+def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is a nicety; the JSONL log holds the numbers
+        return
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSettings, *, accelerator,
+               output_dir: str | Path, config: dict, resume: bool = True, count_tokens: Callable = len,
+               step_fn: Callable | None = None, callbacks: list[Callable] = ()) -> LoopResult:
+    """Train `objective`'s trainable parameters for `settings.max_steps` optimizer steps."""
+    from transformers import get_linear_schedule_with_warmup
+
+    output_dir = Path(output_dir)
+    checkpoints = output_dir / "checkpoints"
+    params = [p for p in objective.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
+    step, resumed_from = 0, None
+    existing = list_checkpoints(checkpoints) if resume else []
+    if existing:
+        meta = load_checkpoint(existing[-1], model=objective, optimizer=optimizer, scheduler=scheduler)
+        step = resumed_from = meta["step"]
+        stream.restore(meta["data"])
+    model, optimizer = accelerator.prepare(objective, optimizer)
+    if accelerator.is_main_process:
+        log.info("training on world size %d (%s, %s)%s", accelerator.num_processes, accelerator.distributed_type,
+                 accelerator.device, f"; resumed from step {resumed_from}" if resumed_from else "")
+    step_fn = step_fn or _default_step
+    metrics_path = output_dir / "metrics.jsonl"
+    history = _read_history(metrics_path, step) if accelerator.is_main_process else []
+
+    def checkpoint(at: int) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_checkpoint(checkpoints, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                            scheduler=scheduler, step=at, data_state=stream.state(), config=config,
+                            keep_last=settings.keep_last)
+            _write_history(metrics_path, history)
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(total=settings.max_steps, initial=step, desc="train", unit="step",
+               disable=not (settings.progress and accelerator.is_main_process))
+    model.train()
+    while step < settings.max_steps:
+        started, tokens, losses = time.perf_counter(), 0, []
+        for micro in range(settings.grad_accum):
+            batch = stream.next_batch()
+            tokens += count_tokens(batch)
+            sync = accelerator.no_sync(model) if micro < settings.grad_accum - 1 else contextlib.nullcontext()
+            with sync, accelerator.autocast():
+                losses.append(step_fn(model, batch, accelerator, 1.0 / settings.grad_accum).float())
+        loss = accelerator.reduce(torch.stack(losses).mean().to(accelerator.device), "mean").item()
+        if not math.isfinite(loss):
+            last = list_checkpoints(checkpoints)
+            where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+            raise TrainingDiverged(f"loss became {loss} at step {step + 1}; stopping ({where}). "
+                                   "Lower the learning rate or use fp32/bf16 instead of fp16.")
+        grad_norm = None
+        if settings.max_grad_norm:
+            grad_norm = float(accelerator.clip_grad_norm_(params, settings.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        elapsed = time.perf_counter() - started
+        row = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+               "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9), "seconds": elapsed}
+        history.append(row)
+        if step % settings.log_every == 0 or step == settings.max_steps:
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+        bar.update(1)
+        if settings.save_every and step % settings.save_every == 0 and step < settings.max_steps:
+            checkpoint(step)
+        for callback in callbacks:
+            callback(step, row)
+    bar.close()
+    checkpoint(step)
+    if accelerator.is_main_process and history:
+        plot_loss_curve(history, output_dir / "loss_curve.png", title=str(config.get("stage", "training")))
+    return LoopResult(step=step, resumed_from=resumed_from, history=history)
+

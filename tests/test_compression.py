@@ -1,0 +1,105 @@
+"""Stage 1: the compression objectives on one copy of the weights."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm2comp import LLM2Comp, LoraSettings
+from llm2comp.losses.kl_continuation import kl_continuation_loss
+from llm2comp.losses.nll_continuation import token_nll_loss
+from llm2comp.models.backbone import load_causal_lm
+from llm2comp.training.compression import CompressionObjective, make_example, split_point
+
+from .conftest import randomize_lora
+
+IDS = [list(range(100, 140)), list(range(300, 325)), list(range(500, 560))]
+
+
+@pytest.fixture
+def encoder(tiny_llama_dir):
+    model = LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=3, max_length=128)
+    model.add_lora(LoraSettings(r=4, alpha=8, dropout=0.0))
+    randomize_lora(model.model)
+    return model
+
+
+def test_split_point_is_uniform_in_range_reproducible_and_skips_short_texts():
+    points = [split_point(40, seed=1, index=i) for i in range(2000)]
+    assert min(points) == 10 and max(points) == 30
+    assert points == [split_point(40, seed=1, index=i) for i in range(2000)]
+    assert points != [split_point(40, seed=2, index=i) for i in range(2000)]
+    assert split_point(19, seed=0, index=0) is None and split_point(20, seed=0, index=0) == 10
+    example = make_example(list(range(40)), "kl", seed=1, index=0)
+    assert example.context + example.target == list(range(40)) == example.full
+    assert make_example(list(range(40)), "reconstruction", 1, 0).target == list(range(40))
+
+
+def test_kl_loss_matches_reference_and_vanishes_for_identical_distributions():
+    torch.manual_seed(0)
+    teacher, student = torch.randn(5, 11), torch.randn(5, 11)
+    text_index = torch.tensor([0, 0, 0, 1, 1])
+    per_position = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True,
+                            reduction="none").sum(-1)
+    expected = (per_position[:3].mean() + per_position[3:].mean()) / 2
+    torch.testing.assert_close(kl_continuation_loss(teacher, student, text_index, 2), expected)
+    assert kl_continuation_loss(teacher, teacher, text_index, 2).abs() < 1e-6
+    nll = token_nll_loss(student, torch.tensor([1, 2, 3, 4, 5]), text_index, 2)
+    ce = F.cross_entropy(student, torch.tensor([1, 2, 3, 4, 5]), reduction="none")
+    torch.testing.assert_close(nll, (ce[:3].mean() + ce[3:].mean()) / 2)
+
+
+def test_frozen_decoder_equals_fresh_backbone(encoder, tiny_llama_dir):
+    fresh, _, _ = load_causal_lm(tiny_llama_dir)
+    ids = torch.tensor([IDS[0][:20]])
+    with torch.no_grad(), encoder.frozen() as decoder:
+        ours = decoder(input_ids=ids).logits
+    with torch.no_grad():
+        adapted = encoder.model(input_ids=ids).logits
+        reference = fresh(input_ids=ids).logits
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    assert (adapted - reference).abs().max() > 1e-3  # negative control: the adapter does change it
+
+
+def _reference_logits(encoder, examples):
+    """Per text, unbatched and with full logits: the student and teacher logits the loss should use."""
+    student, teacher = [], []
+    with torch.no_grad():
+        for ex in examples:
+            batch = encoder.collate([ex.context])
+            memory = encoder.memory_states(batch)  # (1, k, d)
+            with encoder.frozen() as lm:
+                embed = lm.get_input_embeddings()
+                bos = embed(torch.tensor([[1]]))
+                inputs = torch.cat([bos, memory, embed(torch.tensor([ex.target]))], 1)
+                logits = lm(inputs_embeds=inputs).logits[0]
+                k = memory.shape[1]
+                student.append(logits[k:k + len(ex.target)])  # position k = last memory slot
+                if ex.full is not None:
+                    full = lm(input_ids=torch.tensor([[1] + ex.full])).logits[0]
+                    teacher.append(full[len(ex.context):len(ex.context) + len(ex.target)])
+    return student, teacher
+
+
+@pytest.mark.parametrize("objective", ["kl", "nll", "reconstruction"])
+def test_batched_objective_equals_per_text_reference(encoder, objective):
+    examples = [make_example(ids, objective, seed=3, index=i) for i, ids in enumerate(IDS)]
+    encoder.eval()
+    loss = CompressionObjective(encoder, objective)(examples)
+    student, teacher = _reference_logits(encoder, examples)
+    if objective == "kl":
+        per_text = [kl_continuation_loss(t, s, torch.zeros(len(s), dtype=torch.long), 1)
+                    for t, s in zip(teacher, student)]
+    else:
+        per_text = [F.cross_entropy(s, torch.tensor(ex.target)) for s, ex in zip(student, examples)]
+    torch.testing.assert_close(loss, torch.stack(per_text).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_lora_and_memory_only(encoder):
+    examples = [make_example(ids, "kl", seed=0, index=i) for i, ids in enumerate(IDS)]
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n == "memory.weight" for n in trainable)
+    CompressionObjective(encoder, "kl")(examples).backward()
+    grads = {n: p.grad for n, p in encoder.named_parameters() if p.requires_grad}
+    assert grads["memory.weight"] is not None and grads["memory.weight"].abs().sum() > 0
+    assert all(g is not None for g in grads.values())
+    assert all(p.grad is None for n, p in encoder.named_parameters() if not p.requires_grad)
