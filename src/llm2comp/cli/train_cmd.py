@@ -20,6 +20,7 @@ any config key can be overridden: --max_steps 50 --lr 3e-5 --lora.r 8 --data.pat
 
 examples:
   llm2comp train --config configs/pretrain_quickstart.yaml
+  llm2comp train --config configs/quickstart.yaml          # all stages of a pipeline file, in order
   accelerate launch --num_processes 8 -m llm2comp train --config configs/pretrain_llama2_7b.yaml
 """
 
@@ -44,12 +45,16 @@ def run(args, overrides: list[str] = ()) -> int:
 
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
     logging.getLogger("llm2comp").setLevel(logging.INFO)
-    defaults = {"stage": args.stage} if args.stage else {}
-    cfg = load_stage_config(args.config, overrides, **defaults)
-    if args.stage and cfg.stage != args.stage:
-        cfg.stage = args.stage
     from ..recipes import run_stage
+    from ..recipes.pipeline import is_pipeline_file, load_pipeline, run_pipeline
 
-    path = run_stage(cfg, resume=not args.no_resume)
+    if is_pipeline_file(args.config):
+        configs = load_pipeline(args.config, overrides)
+        if args.stage:
+            configs = [c for c in configs if c.stage == args.stage]
+        path = run_pipeline(configs, resume=not args.no_resume)
+    else:
+        defaults = {"stage": args.stage} if args.stage else {}
+        path = run_stage(load_stage_config(args.config, overrides, **defaults), resume=not args.no_resume)
     print(f"model saved to {path}")
     return 0

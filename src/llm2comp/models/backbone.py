@@ -51,6 +51,30 @@ def resolve_backbone_path(name_or_path: str | os.PathLike | None) -> str:
     return str(name_or_path)
 
 
+_ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob")
+
+
+def attention_dropout_override(name_or_path: str | os.PathLike | None, probability: float,
+                               trust_remote_code: bool = False) -> dict:
+    """`{config_key: p}` for the backbone's attention-dropout setting, whatever the architecture calls it.
+
+    Dropout is active only in training mode, so the same loaded weights encode deterministically
+    after `model.eval()`.
+    """
+    from transformers import AutoConfig
+
+    from .config import LLM2CompConfig, is_llm2comp_folder
+
+    if is_llm2comp_folder(name_or_path):
+        saved = LLM2CompConfig.load(name_or_path)
+        name_or_path = Path(name_or_path) / "backbone" if saved.backbone == "backbone" else saved.backbone
+    config = AutoConfig.from_pretrained(resolve_backbone_path(name_or_path), trust_remote_code=trust_remote_code)
+    for key in _ATTENTION_DROPOUT_KEYS:
+        if hasattr(config, key):
+            return {key: probability}
+    raise ValueError(f"{type(config).__name__} has no attention-dropout setting ({', '.join(_ATTENTION_DROPOUT_KEYS)})")
+
+
 def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

@@ -138,11 +138,12 @@ class LLM2Comp(nn.Module):
                 return candidate
         return 0
 
-    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
-        """Token ids without special tokens, cut to fit `max_length`; returns (ids, n_truncated)."""
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> tuple[list[list[int]], int]:
+        """Token ids without special tokens, cut to fit `max_length` (default: the model's); returns
+        (ids, n_truncated)."""
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        cut = [truncate_text_ids(row, self.config.max_length, len(self._prefix_ids()), self.num_memory_tokens)
-               for row in ids]
+        limit = max_length or self.config.max_length
+        cut = [truncate_text_ids(row, limit, len(self._prefix_ids()), self.num_memory_tokens) for row in ids]
         return [row for row, _ in cut], sum(flag for _, flag in cut)
 
     def collate(self, texts_ids: list[list[int]], padding_side: str = "right") -> EncoderBatch:

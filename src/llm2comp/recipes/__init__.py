@@ -7,4 +7,12 @@ def run_stage(cfg, *, resume: bool = True, callbacks=()):
         from .pretrain import run_pretrain
 
         return run_pretrain(cfg, resume=resume, callbacks=callbacks)
-    raise ValueError(f"stage {cfg.stage!r} has no recipe yet")
+    if cfg.stage == "unsupervised":
+        from .unsupervised import run_unsupervised
+
+        return run_unsupervised(cfg, resume=resume, callbacks=callbacks)
+    if cfg.stage == "supervised":
+        from .supervised import run_supervised
+
+        return run_supervised(cfg, resume=resume, callbacks=callbacks)
+    raise ValueError(f"unknown stage {cfg.stage!r}")

@@ -74,3 +74,20 @@ def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict)
                                                                     sort_keys=False))
     accelerator.wait_for_everyone()
     return target
+
+
+def contrastive_loss(cfg: StageConfig, model, accelerator, scale: float):
+    """InfoNCE over the global batch, GradCache-cached when `cache_chunk_size` > 0.
+
+    The loss runs its own backward (`accelerator.backward(loss * scale)`, scale = 1/grad_accum).
+    """
+    from ..losses.cached_info_nce import CachedInfoNCE
+    from ..losses.info_nce import InfoNCE
+
+    def backward(loss):
+        accelerator.backward(loss * scale)
+
+    if cfg.cache_chunk_size > 0:
+        return CachedInfoNCE(model, temperature=cfg.temperature, chunk_size=cfg.cache_chunk_size,
+                             backward_fn=backward)
+    return InfoNCE(model, temperature=cfg.temperature, backward_fn=backward)

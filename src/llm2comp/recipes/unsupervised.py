@@ -1,0 +1,55 @@
+"""Stage 2 recipe: unsupervised contrastive learning (SimCSE) on sentences.
+
+    llm2comp train --config configs/unsupervised_quickstart.yaml
+
+setup: the stage-1 model (its LoRA merged) + a fresh LoRA, attention dropout switched on (the
+       two dropout draws of a sentence are its two views; `eval()` switches dropout off again).
+train: InfoNCE of view 1 against view 2 over the (global) batch, temperature 0.05; optionally
+       GradCache-cached (`cache_chunk_size`) for large batches on small hardware.
+save:  `output_dir/model`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.sentences import load_sentences
+from ..models.backbone import attention_dropout_override
+from ..training.batches import BatchStream
+from ..training.config import StageConfig
+from ..training.loop import train_loop
+from .common import (
+    contrastive_loss,
+    final_model_dir,
+    finished,
+    load_encoder,
+    log,
+    loop_settings,
+    make_accelerator,
+    save_final,
+)
+
+
+def run_unsupervised(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path:
+    from ..losses.info_nce import SimCSE
+
+    if resume and finished(cfg):
+        log.info("stage 2 already finished: reusing %s", final_model_dir(cfg))
+        return final_model_dir(cfg)
+    corpus = load_sentences(cfg.data, seed=cfg.seed, limit=cfg.max_samples)
+    log.info("stage 2 data: %s", corpus.stats)
+    accelerator = make_accelerator(cfg)
+    dropout = attention_dropout_override(cfg.model, cfg.attention_dropout) if cfg.attention_dropout else {}
+    model = load_encoder(cfg, **dropout)
+    ids, truncated = model.tokenize(corpus.texts)
+    model.warn_truncated(truncated)
+    stream = BatchStream(ids, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
+                         world_size=accelerator.num_processes)
+
+    def step(wrapped, batch, accelerator, scale):
+        return SimCSE(contrastive_loss(cfg, wrapped, accelerator, scale)).backward(batch)
+
+    train_loop(model, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
+               config=cfg.to_dict(), resume=resume, count_tokens=lambda batch: 2 * sum(map(len, batch)),
+               step_fn=step, callbacks=callbacks)
+    return save_final(model, cfg, accelerator, corpus.stats)
