@@ -114,10 +114,14 @@ def test_config_files_and_overrides(tmp_path):
         load_stage_config(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["pretrain_quickstart.yaml", "pretrain_llama2_7b.yaml"])
-def test_shipped_configs_load(name):
-    cfg = load_stage_config(REPO / "configs" / name)
-    assert cfg.stage == "pretrain" and cfg.objective == "kl"
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    from llm2comp.recipes.pipeline import is_pipeline_file, load_pipeline
+
+    configs = load_pipeline(path) if is_pipeline_file(path) else [load_stage_config(path)]
+    assert configs and all(c.objective == "kl" for c in configs if c.stage == "pretrain")
+    for previous, current in zip(configs, configs[1:]):
+        assert current.model == f"{previous.output_dir}/model"
 
 
 def test_bad_data_stops_before_training(tiny_llama_dir, tmp_path):

@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--stage", default=None, choices=["pretrain", "unsupervised", "supervised"])
     parser.add_argument("--no-resume", action="store_true",
                         help="ignore existing checkpoints and a finished model in OUTPUT_DIR (start over)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config(s) of every stage and exit without training")
     parser.set_defaults(run=run, accepts_overrides=True)
 
 
@@ -52,9 +54,15 @@ def run(args, overrides: list[str] = ()) -> int:
         configs = load_pipeline(args.config, overrides)
         if args.stage:
             configs = [c for c in configs if c.stage == args.stage]
-        path = run_pipeline(configs, resume=not args.no_resume)
     else:
         defaults = {"stage": args.stage} if args.stage else {}
-        path = run_stage(load_stage_config(args.config, overrides, **defaults), resume=not args.no_resume)
+        configs = [load_stage_config(args.config, overrides, **defaults)]
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump([c.to_dict() for c in configs], sort_keys=False))
+        return 0
+    path = run_pipeline(configs, resume=not args.no_resume) if len(configs) > 1 else run_stage(
+        configs[0], resume=not args.no_resume)
     print(f"model saved to {path}")
     return 0
