@@ -24,7 +24,7 @@ test-real: setup   ## tests on the real SmolLM2-135M weights (slow)
 	LLM2COMP_REAL_MODEL=1 $(PY) -m pytest -q -m real_model
 
 demo: setup
-	$(PY) -m llm2comp search
+	$(PY) -m llm2comp demo
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,93 @@
+"""`llm2comp demo`: the main job, end to end, on the embedded default backbone.
+
+1. resolve the default backbone (SmolLM2-135M from its PyPI package, converted once);
+2. train the CPU-sized pipeline (configs/quickstart.yaml: stage 1 KL compression, stage 2 SimCSE),
+   resumable: a second run reuses finished stages and resumes an interrupted one;
+3. evaluate the untrained backbone (mean pooling) and the trained model on the offline suite and
+   print them side by side (saved results are reused when their settings match);
+4. load the saved model and run a small semantic search with it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .search_cmd import DEFAULT_INSTRUCTION, EXAMPLE_DOCUMENTS, EXAMPLE_QUERIES, print_search, semantic_search
+
+DEFAULT_CONFIG = "configs/quickstart.yaml"
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("demo", help="train, evaluate and use a model on the embedded default (CPU-sized)",
+                            description="The main job end to end: train the quickstart pipeline on the embedded "
+                            "SmolLM2-135M, evaluate it against the untrained backbone on the offline suite, "
+                            "save it and run a semantic search. Rerunning reuses finished work.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"pipeline config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--eval-items", type=int, default=None,
+                        help="cap items per evaluation task (default: the suite's own sizes)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation")
+    parser.set_defaults(run=run, accepts_overrides=True)
+
+
+def _cached_evaluation(model, output_dir: Path, *, pooling=None, max_items=None, compare=None) -> dict:
+    """Evaluate, or reuse `output_dir/results.json` when it was made for the same model and settings."""
+    from ..evaluation import evaluate, load_results
+
+    saved = output_dir / "results.json"
+    if saved.is_file():
+        results = load_results(saved)
+        same = (results.get("settings", {}).get("max_items") == max_items
+                and results.get("model", {}).get("name") == str(model)
+                and (compare is None or results.get("comparison") is not None))
+        if same:
+            print(f"  reusing {saved}")
+            return results
+    return evaluate(str(model), suite="offline", output_dir=output_dir, pooling=pooling, max_items=max_items,
+                    compare=compare, name=str(model))
+
+
+def run(args, overrides: list[str] = ()) -> int:
+    import logging
+
+    from ..models.default_model import resolve_default_model
+    from ..recipes.pipeline import load_pipeline, run_pipeline
+
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
+    logging.getLogger("llm2comp").setLevel(logging.INFO)
+    started = time.perf_counter()
+    timings = {}
+
+    print("[1/4] embedded default backbone")
+    print(f"  {resolve_default_model()}")
+    timings["backbone_s"] = time.perf_counter() - started
+
+    print(f"[2/4] training ({args.config})")
+    configs = load_pipeline(args.config, overrides)
+    model_dir = run_pipeline(configs)
+    timings["training_s"] = time.perf_counter() - started - sum(timings.values())
+    print(f"  model saved to {model_dir}")
+
+    root = Path(configs[-1].output_dir).parent
+    if not args.no_eval:
+        print("[3/4] offline evaluation: untrained backbone (mean pooling) vs trained model")
+        baseline = _cached_evaluation(configs[0].model, root / "eval" / "baseline-mean", pooling="mean",
+                                      max_items=args.eval_items)
+        trained = _cached_evaluation(model_dir, root / "eval" / "trained", max_items=args.eval_items,
+                                     compare=baseline)
+        from ..evaluation.report import _comparison_markdown
+
+        print("\n".join(_comparison_markdown(trained["comparison"])))
+        timings["evaluation_s"] = time.perf_counter() - started - sum(timings.values())
+
+    print("[4/4] the saved model in use: semantic search")
+    from ..models.encoder import LLM2Comp
+
+    model = LLM2Comp.from_pretrained(model_dir)
+    print_search(EXAMPLE_QUERIES, semantic_search(model, EXAMPLE_QUERIES, EXAMPLE_DOCUMENTS,
+                                                  instruction=DEFAULT_INSTRUCTION, top=2))
+    timings["total_s"] = time.perf_counter() - started
+    (root / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
+    print(f"\ndone in {timings['total_s'] / 60:.1f} min ({', '.join(f'{k} {v:.0f}' for k, v in timings.items())})")
+    return 0

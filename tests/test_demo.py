@@ -1,0 +1,35 @@
+"""`llm2comp demo` end to end on a tiny model: trains, evaluates side by side, searches, reruns by reuse."""
+
+import json
+
+import yaml
+
+from llm2comp.cli.main import main
+
+from .test_contrastive_recipes import write_sentences
+from .training_helpers import write_corpus
+
+
+def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp_path, capsys):
+    config = {
+        "model": str(tiny_llama_dir), "output_dir": str(tmp_path / "run"), "num_memory_tokens": 2,
+        "max_length": 64, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "batch_size": 4, "warmup_steps": 0,
+        "max_steps": 2, "save_every": 0, "seed": 0,
+        "stages": {
+            "pretrain": {"data": {"type": "text", "path": str(write_corpus(tmp_path / "c.txt"))}, "max_tokens": 60},
+            "unsupervised": {"data": {"type": "text", "path": str(write_sentences(tmp_path / "s.txt"))},
+                             "attention_dropout": 0.2},
+        },
+    }
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
+    argv = ["demo", "--config", str(tmp_path / "demo.yaml"), "--eval-items", "12"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "## Comparison" in out and "| **average**" in out and "query: " in out
+    trained = json.loads((tmp_path / "run" / "eval" / "trained" / "results.json").read_text())
+    assert trained["comparison"]["shared_tasks"] == len(trained["tasks"]) >= 5
+    assert trained["settings"]["max_items"] == 12
+    assert (tmp_path / "run" / "unsupervised" / "model" / "llm2comp_config.json").is_file()
+    assert main(argv) == 0  # second run: stages and evaluations reused
+    again = capsys.readouterr().out
+    assert again.count("reusing") >= 2 and "train:" not in again
