@@ -103,3 +103,14 @@ def test_gradients_reach_lora_and_memory_only(encoder):
     assert grads["memory.weight"] is not None and grads["memory.weight"].abs().sum() > 0
     assert all(g is not None for g in grads.values())
     assert all(p.grad is None for n, p in encoder.named_parameters() if not p.requires_grad)
+
+
+def test_separate_frozen_decoder_gives_the_same_loss_as_one_copy(encoder, tiny_llama_dir):
+    examples = [make_example(ids, "kl", seed=5, index=i) for i, ids in enumerate(IDS)]
+    encoder.eval()
+    decoder, _, _ = load_causal_lm(tiny_llama_dir)
+    one_copy = CompressionObjective(encoder, "kl")(examples)
+    two_copy = CompressionObjective(encoder, "kl", decoder=decoder.eval())(examples)
+    torch.testing.assert_close(one_copy, two_copy, atol=1e-6, rtol=1e-6)
+    assert not any(name.startswith("decoder") for name, _ in CompressionObjective(encoder, decoder=decoder)
+                   .named_parameters())

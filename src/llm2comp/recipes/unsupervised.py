@@ -43,6 +43,8 @@ def run_unsupervised(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> 
     model = load_encoder(cfg, **dropout)
     ids, truncated = model.tokenize(corpus.texts)
     model.warn_truncated(truncated)
+    ids = [row for row in ids if len(row) <= cfg.max_tokens]  # long sentences cost the most on small hardware
+    corpus.stats["kept_max_tokens"] = len(ids)
     stream = BatchStream(ids, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                          world_size=accelerator.num_processes)
 

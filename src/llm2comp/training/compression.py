@@ -10,6 +10,7 @@ hidden states), so neither pass materialises (B, T, V).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,12 +87,20 @@ def lm_logits(causal_lm: nn.Module, states: torch.Tensor) -> torch.Tensor:
 
 
 class CompressionObjective(nn.Module):
-    """forward(examples) -> scalar loss for one micro-batch of `CompressionExample`s."""
+    """forward(examples) -> scalar loss for one micro-batch of `CompressionExample`s.
 
-    def __init__(self, encoder, objective: str = "kl"):
+    decoder: None (default) reuses the encoder's weights with the adapter switched off; a separate
+    frozen causal LM can be given instead (the authors' two-copy design, kept for comparison).
+    """
+
+    def __init__(self, encoder, objective: str = "kl", decoder: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.objective = check_objective(objective)
+        self.decoder = [decoder] if decoder is not None else None  # a list: not registered as a submodule
+
+    def _frozen(self):
+        return contextlib.nullcontext(self.decoder[0]) if self.decoder else self.encoder.frozen()
 
     def _prefix(self) -> list[int]:
         return self.encoder._prefix_ids()
@@ -102,7 +111,7 @@ class CompressionObjective(nn.Module):
         memory = encoder.memory_states(encoder.collate([e.context for e in examples]))  # (B, k, d)
         targets, target_valid = (t.to(device) for t in _pad([e.target for e in examples], encoder._pad_id()))
         lengths = target_valid.sum(1)
-        with encoder.frozen() as causal_lm:
+        with self._frozen() as causal_lm:
             student_logits, text_index = self._student(causal_lm, memory, targets, target_valid, lengths)
             if self.objective == "kl":
                 with torch.no_grad():
