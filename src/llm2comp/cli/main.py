@@ -9,6 +9,7 @@ import sys
 SUBCOMMANDS = {
     "encode": "llm2comp.cli.encode_cmd",
     "search": "llm2comp.cli.search_cmd",
+    "eval": "llm2comp.cli.eval_cmd",
     "train": "llm2comp.cli.train_cmd",
 }
 

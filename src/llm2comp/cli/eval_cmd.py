@@ -1,0 +1,85 @@
+"""`llm2comp eval`: judge a model in one command (offline suite, the paper's MTEB set, or your files)."""
+
+from __future__ import annotations
+
+from ..models.default_model import DEFAULT_MODEL_NAME
+
+EPILOG = """examples:
+  llm2comp eval --model smollm2-135m --pooling mean --output eval/mean      # untrained baseline, offline
+  llm2comp eval --model runs/stage3/final --output eval/trained --compare eval/mean
+  llm2comp eval --model runs/stage3/final --suite paper14 --output eval/mteb  # needs the Hugging Face Hub
+  llm2comp eval --model runs/stage3/final --suite my_suite.yaml             # your files (docs/evaluation.md)
+"""
+
+
+def add_parser(sub) -> None:
+    import argparse
+
+    parser = sub.add_parser(
+        "eval", help="evaluate a model on the offline suite, the paper's 14 MTEB tasks, or a suite YAML",
+        description="Evaluate an embedding model and write results.json (MTEB-like), report.md (task | metric "
+        "| n | score) and diagnostic plots (singular-value spectrum, memory-token correlation).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                        help=f"saved LLM2Comp folder, Hub id or backbone folder (default: {DEFAULT_MODEL_NAME})")
+    parser.add_argument("--pooling", choices=["memory_mean", "mean", "last"], default=None,
+                        help="for a plain backbone: mean / last = the untrained token-pooling baselines")
+    parser.add_argument("--suite", default="offline",
+                        help="offline (packaged data, default), paper14 (MTEB, needs the Hub), or FILE.yaml")
+    parser.add_argument("--output", default=None, help="folder for results.json, report.md and plots")
+    parser.add_argument("--compare", default=None,
+                        help="a saved results.json (or its folder), or another model to evaluate side by side")
+    parser.add_argument("--compare-pooling", choices=["memory_mean", "mean", "last"], default=None,
+                        help="--pooling for the --compare model")
+    parser.add_argument("--max-items", type=int, default=None, help="cap every task at N items (seeded subsample)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every subsample (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--instructions", default=None,
+                        help="YAML/JSON file mapping task name -> instruction (overrides defaults; '' = none)")
+    parser.add_argument("--no-diagnostics", action="store_true", help="skip the spectrum / memory diagnostics")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.set_defaults(run=run)
+
+
+def _read_instructions(path: str | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    from pathlib import Path
+
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"instructions file {file} does not exist")
+    data = yaml.safe_load(file.read_text(encoding="utf-8"))  # JSON is valid YAML
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{file}: expected a mapping of task name -> instruction text")
+    return {str(k): v for k, v in data.items()}
+
+
+def run(args) -> int:
+    from ..evaluation.report import REPORT_NAME, model_label
+    from ..evaluation.runner import evaluate, load_model
+
+    if args.max_items is not None and args.max_items < 1:
+        raise ValueError(f"--max-items must be >= 1, got {args.max_items}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    instructions = _read_instructions(args.instructions)
+    model = args.model
+    if args.suite != "paper14":  # paper14 checks the Hub before loading the model
+        model = load_model(args.model, args.pooling, dtype=args.dtype, device=args.device)
+    results = evaluate(model, args.suite, args.output, pooling=args.pooling if isinstance(model, str) else None,
+                       max_items=args.max_items, seed=args.seed, batch_size=args.batch_size,
+                       diagnostics=not args.no_diagnostics, compare=args.compare, compare_pooling=args.compare_pooling,
+                       instructions=instructions, name=args.model, dtype=args.dtype, device=args.device)
+    print(f"\n{model_label(results)} on {results['suite']}: average {100 * results['average']:.2f} over "
+          f"{len(results['tasks'])} tasks in {results['elapsed_s']:.0f} s")
+    if results.get("comparison"):
+        comparison = results["comparison"]
+        print(f"compared with {comparison['label_b']}: {100 * (comparison['average_b'] or 0):.2f} "
+              f"({comparison['shared_tasks']} shared tasks)")
+    if args.output:
+        print(f"wrote {args.output}/results.json and {args.output}/{REPORT_NAME}")
+    return 0

