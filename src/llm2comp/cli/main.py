@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "search": "llm2comp.cli.search_cmd",
     "eval": "llm2comp.cli.eval_cmd",
     "train": "llm2comp.cli.train_cmd",
+    "demo": "llm2comp.cli.demo_cmd",
 }
 
 
