@@ -301,6 +301,12 @@ def main(argv=None) -> None:
         variants.append("base")
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     ceilings: list[float] = []
+
+    def save(summary=None):  # after every measurement, so an interrupted run still leaves its data
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(summary=summary, runs=runs, ceilings=ceilings,
+                                                       texts=len(texts), args=vars(args)), indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = os.path.join(tmp, "texts.json")
         Path(texts_file).write_text(json.dumps(texts))
@@ -310,21 +316,30 @@ def main(argv=None) -> None:
             order = variants if repeat % 2 == 0 else variants[::-1]
             for kind in order:
                 ceilings.append(spawn("matmul", texts_file, args)["gflops"])
+                load_before = os.getloadavg()[0]
                 result = spawn(kind, texts_file, args)
+                result.update(repeat=repeat, ceiling_before=ceilings[-1], load_before=load_before,
+                              load_after=os.getloadavg()[0])
                 runs[kind].append(result)
+                save()
                 print(f"  repeat {repeat + 1} {kind}: {result['seconds']:.1f} s, "
                       f"{result['texts'] / result['seconds']:.2f} texts/s, ceiling {ceilings[-1]:.1f} GFLOP/s, "
-                      f"peak RSS {result['peak_rss_mb']:.0f} MB", file=sys.stderr)
+                      f"peak RSS {result['peak_rss_mb']:.0f} MB, load {load_before:.1f} -> "
+                      f"{result['load_after']:.1f}", file=sys.stderr)
         ceilings.append(spawn("matmul", texts_file, args)["gflops"])
     ceiling = statistics.median(ceilings)
     summary = {v: summarise(runs[v], ceiling) for v in variants}
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(summary=summary, runs=runs, ceilings=ceilings), indent=1))
-    if len(variants) == 1:
+    if "ours" in runs and "st" in runs:  # paired: each repeat's two runs are neighbours in time
+        summary["paired_texts_per_s_ratio"] = statistics.median(
+            st_run["seconds"] / ours_run["seconds"] for ours_run, st_run in zip(runs["ours"], runs["st"]))
+    save(summary)
+    if "st" not in runs or "ours" not in runs:
         print(json.dumps(summary, indent=1))
         print(f"ceiling {ceiling:.1f} GFLOP/s")
         return
     print(markdown(summary["ours"], summary["st"], ceiling, ceilings, args, runs["ours"][0]["k"]))
+    print(f"- ours / ST texts/s, median of the per-repeat ratios (runs adjacent in time): "
+          f"{summary['paired_texts_per_s_ratio']:.2f}x")
     if "base" in summary:
         base, ours = summary["base"], summary["ours"]
         print(f"\n- base ({args.compare_src}): {base['texts_per_s']:.2f} texts/s, "
@@ -332,6 +347,7 @@ def main(argv=None) -> None:
               f"{base['ceiling_share']:.0%} of the ceiling, peak RSS {base['peak_rss_mb']:,.0f} MB; "
               f"ours / base texts/s: **{ours['texts_per_s'] / base['texts_per_s']:.2f}x**, "
               f"base / ST: {base['texts_per_s'] / summary['st']['texts_per_s']:.2f}x")
+
 
 if __name__ == "__main__":
     main()
