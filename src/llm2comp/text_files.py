@@ -2,41 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from .data.reading import DataError, iter_jsonl, iter_lines, require_text
+
+
+def _is_jsonl(path: Path) -> bool:
+    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2")]
+    return bool(suffixes) and suffixes[-1] in (".jsonl", ".ndjson")
 
 
 def read_texts(path: str | Path, field: str = "text", instruction_field: str = "instruction") -> list:
     """Return a list of str, or of (instruction, text) pairs where a JSONL row has an instruction.
 
     .txt: one text per line, blank lines skipped. .jsonl: one JSON object per line with `field`.
-    Errors name the file and line.
+    Files may be gzip/bz2 compressed. Errors (a `DataError`) name the file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file {path} does not exist")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error})") from error
     items: list = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            items.append(line)
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: invalid JSON ({error.msg})") from error
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        text = row.get(field)
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{path}:{number}: field {field!r} is missing, empty or not a string")
-        instruction = row.get(instruction_field)
-        items.append((instruction, text) if instruction else text)
+    if _is_jsonl(path):
+        for number, row in iter_jsonl(path):
+            text = require_text(row, field, path, number)
+            instruction = row.get(instruction_field)
+            items.append((instruction, text) if instruction else text)
+    else:
+        items = [line for _, line in iter_lines(path) if line.strip()]
     if not items:
-        raise ValueError(f"{path} holds no texts")
+        raise DataError("holds no texts", path)
     return items

@@ -76,9 +76,9 @@ def run(args, overrides: list[str] = ()) -> int:
                                       max_items=args.eval_items)
         trained = _cached_evaluation(model_dir, root / "eval" / "trained", max_items=args.eval_items,
                                      compare=baseline)
-        from ..evaluation.report import _comparison_markdown
+        from ..evaluation.report import comparison_markdown
 
-        print("\n".join(_comparison_markdown(trained["comparison"])))
+        print("\n".join(comparison_markdown(trained["comparison"])))
         timings["evaluation_s"] = time.perf_counter() - started - sum(timings.values())
 
     print("[4/4] the saved model in use: semantic search")

@@ -142,6 +142,14 @@ def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (normalize_rows(a) * normalize_rows(b)).sum(-1)
 
 
+def paired_scores(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Similarity of row i of `a` with row i of `b` four ways (higher = more similar), each (n,):
+    cosine, dot product, and the negated Euclidean and Manhattan distances (MTEB's pair scores)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return {"cosine": paired_cosine(a, b), "dot": (a * b).sum(-1),
+            "euclidean": -np.linalg.norm(a - b, axis=-1), "manhattan": -np.abs(a - b).sum(-1)}
+
+
 # ---------------------------------------------------------------------------------------------- tasks
 @dataclass(kw_only=True)
 class Task:

@@ -11,10 +11,10 @@ column names. Every error names the file, the column and, for a bad cell, the li
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 
+from ..data.reading import DataError, iter_jsonl, iter_lines
 from .base import EvalDataError
 
 TABLE_SUFFIXES = {".tsv": "\t", ".tab": "\t", ".csv": ","}
@@ -24,29 +24,24 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 def _raw_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     """Return (column names, [(line number, row dict), ...])."""
     suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise EvalDataError(f"{path}: not UTF-8 text ({error})") from error
     if suffix in JSONL_SUFFIXES:
         rows, columns = [], {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvalDataError(f"{path}:{number}: invalid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise EvalDataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            columns.update(dict.fromkeys(row))
-            rows.append((number, row))
+        try:
+            for number, row in iter_jsonl(path):
+                columns.update(dict.fromkeys(row))
+                rows.append((number, row))
+        except DataError as error:
+            raise EvalDataError(str(error)) from error
         return list(columns), rows
     if suffix in TABLE_SUFFIXES:
+        try:
+            text_lines = [line for _, line in iter_lines(path)]
+        except DataError as error:
+            raise EvalDataError(str(error)) from error
         delimiter = TABLE_SUFFIXES[suffix]
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=quoting)
+        reader = csv.reader(text_lines, delimiter=delimiter, quoting=quoting)
         lines = [(number, cells) for number, cells in enumerate(reader, start=1) if any(c.strip() for c in cells)]
         if not lines:
             return [], []

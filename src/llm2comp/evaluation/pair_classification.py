@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Embedder, EvalDataError, Task, check_classes, paired_cosine, require_sklearn, seeded_subset
+from .base import Embedder, EvalDataError, Task, check_classes, paired_scores, require_sklearn, seeded_subset
 from .formats import as_binary_label, as_text, read_table
 
 
@@ -45,10 +45,8 @@ def pair_classification_metrics(embeddings1: np.ndarray, embeddings2: np.ndarray
     require_sklearn()
     from sklearn.metrics import average_precision_score
 
-    a, b = np.asarray(embeddings1, dtype=np.float64), np.asarray(embeddings2, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    scores = {"cosine": paired_cosine(a, b), "dot": (a * b).sum(-1),
-              "euclidean": -np.linalg.norm(a - b, axis=-1), "manhattan": -np.abs(a - b).sum(-1)}
+    scores = paired_scores(embeddings1, embeddings2)
     out = {}
     for name, values in scores.items():
         out[f"{name}_ap"] = float(average_precision_score(labels, values))

@@ -93,7 +93,7 @@ def render_markdown(results: dict) -> str:
     lines += ["", "Scores x 100; the average is the plain mean of the main scores (as in the paper).", ""]
     lines += _diagnostics_markdown(results.get("diagnostics") or {})
     if results.get("comparison"):
-        lines += _comparison_markdown(results["comparison"])
+        lines += comparison_markdown(results["comparison"])
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +120,8 @@ def _diagnostics_markdown(diagnostics: dict) -> list[str]:
     return lines
 
 
-def _comparison_markdown(comparison: dict) -> list[str]:
+def comparison_markdown(comparison: dict) -> list[str]:
+    """The side-by-side table (task | metric | n | a | b | delta) of a `compare_results` dict, as lines."""
     a, b = comparison["label_a"], comparison["label_b"]
     lines = [f"## Comparison: {a} vs {b}", "", f"| task | metric | n | {a} | {b} | Δ |", "|---|---|---|---|---|---|"]
     for row in comparison["rows"]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Embedder, EvalDataError, Task, paired_cosine, seeded_subset
+from .base import Embedder, EvalDataError, Task, paired_scores, seeded_subset
 from .formats import as_float, as_text, read_table
 
 
@@ -26,12 +26,8 @@ def sts_metrics(embeddings1: np.ndarray, embeddings2: np.ndarray, gold) -> dict[
     from scipy.stats import pearsonr, spearmanr
 
     gold = np.asarray(gold, dtype=np.float64)
-    a, b = np.asarray(embeddings1, dtype=np.float64), np.asarray(embeddings2, dtype=np.float64)
-    similarities = {
-        "cosine": paired_cosine(a, b),
-        "euclidean": -np.linalg.norm(a - b, axis=-1),
-        "manhattan": -np.abs(a - b).sum(-1),
-    }
+    similarities = paired_scores(embeddings1, embeddings2)
+    del similarities["dot"]  # MTEB's STS reports cosine, Euclidean and Manhattan
     out = {}
     for name, values in similarities.items():
         out[f"{name}_spearman"] = float(spearmanr(gold, values)[0])
