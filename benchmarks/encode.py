@@ -114,6 +114,18 @@ def _non_embedding_params(body) -> int:
     return sum(p.numel() for p in body.parameters()) - sum(p.numel() for p in embedding.parameters())
 
 
+def _timed_encode(model, texts: list[str], batch_size: int, count_at):
+    """Warm up on 4 texts, then time `model.encode(texts)` while counting batches at module `count_at`."""
+    model.encode(texts[:4], batch_size=batch_size, show_progress_bar=False)  # kernels, allocator
+    tally = {"padded": 0, "batches": 0, "mask_real": 0}
+    handle = _count_batches(count_at, tally)
+    start = time.perf_counter()
+    embeddings = model.encode(texts, batch_size=batch_size, show_progress_bar=False)
+    seconds = time.perf_counter() - start
+    handle.remove()
+    return seconds, tally, embeddings
+
+
 def worker_ours(texts: list[str], batch_size: int) -> dict:
     from llm2comp import LLM2Comp
     from llm2comp.models.backbone import body_of
@@ -123,13 +135,7 @@ def worker_ours(texts: list[str], batch_size: int) -> dict:
     ids, _ = model.tokenize(texts)
     k = model.num_memory_tokens
     text_tokens = sum(len(row) + len(model._prefix_ids()) for row in ids)
-    model.encode(texts[:4], batch_size=batch_size, show_progress_bar=False)  # warm-up (kernels, allocator)
-    tally = {"padded": 0, "batches": 0, "mask_real": 0}
-    handle = _count_batches(body, tally)
-    start = time.perf_counter()
-    embeddings = model.encode(texts, batch_size=batch_size, show_progress_bar=False)
-    seconds = time.perf_counter() - start
-    handle.remove()
+    seconds, tally, embeddings = _timed_encode(model, texts, batch_size, count_at=body)
     return dict(seconds=seconds, texts=len(texts), text_tokens=text_tokens,
                 processed_tokens=text_tokens + k * len(texts), padded_tokens=tally["padded"],
                 batches=tally["batches"], params=_non_embedding_params(body), dim=int(embeddings.shape[1]),
@@ -152,14 +158,8 @@ def worker_st(texts: list[str], batch_size: int) -> dict:
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
     body = transformer.model
-    model.encode(texts[:4], batch_size=batch_size, show_progress_bar=False)  # warm-up
-    tally = {"padded": 0, "batches": 0, "mask_real": 0}
     # sentence-transformers calls `model.forward(...)` directly (no module hooks): count at its module
-    handle = _count_batches(transformer, tally)
-    start = time.perf_counter()
-    embeddings = model.encode(texts, batch_size=batch_size, show_progress_bar=False)
-    seconds = time.perf_counter() - start
-    handle.remove()
+    seconds, tally, embeddings = _timed_encode(model, texts, batch_size, count_at=transformer)
     return dict(seconds=seconds, texts=len(texts), text_tokens=tally["mask_real"],
                 processed_tokens=tally["mask_real"], padded_tokens=tally["padded"], batches=tally["batches"],
                 params=_non_embedding_params(body), dim=int(embeddings.shape[1]), k=0)
