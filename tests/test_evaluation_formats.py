@@ -161,3 +161,15 @@ tasks:
     write(tmp_path / "empty.yaml", "name: nothing\n")
     with pytest.raises(EvalDataError, match="non-empty 'tasks' list"):
         load_suite_file(tmp_path / "empty.yaml")
+
+
+def test_compressed_files_are_read_by_their_inner_suffix(tmp_path):
+    import gzip
+
+    path = tmp_path / "sts.tsv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as stream:
+        stream.write("sentence1\tsentence2\tscore\na cat\ta dog\t1.5\nrain\tsun\t0\nx\ty\t4\n")
+    task = load_sts(path)
+    assert task.texts2 == ["a dog", "sun", "y"] and task.scores == [1.5, 0.0, 4.0]
+    with pytest.raises(EvalDataError, match=r"unsupported file type '.txt'"):
+        load_sts(write(tmp_path / "sts.txt", "a\n"))

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data.reading import DataError, iter_jsonl, iter_lines, require_text
-
-
-def _is_jsonl(path: Path) -> bool:
-    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2")]
-    return bool(suffixes) and suffixes[-1] in (".jsonl", ".ndjson")
+from .data.reading import DataError, format_suffix, iter_jsonl, iter_lines, require_text
 
 
 def read_texts(path: str | Path, field: str = "text", instruction_field: str = "instruction") -> list:
@@ -20,7 +15,7 @@ def read_texts(path: str | Path, field: str = "text", instruction_field: str = "
     """
     path = Path(path)
     items: list = []
-    if _is_jsonl(path):
+    if format_suffix(path) in (".jsonl", ".ndjson"):
         for number, row in iter_jsonl(path):
             text = require_text(row, field, path, number)
             instruction = row.get(instruction_field)

@@ -41,6 +41,14 @@ def check_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def format_suffix(path: str | os.PathLike) -> str:
+    """The suffix that names the format, lower-case, past a compression suffix: `a.JSONL.gz` -> `.jsonl`."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    while suffixes and suffixes[-1] in (".gz", ".bz2"):
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
 def _open_binary(path: Path):
     if path.suffix == ".gz":
         return gzip.open(path, "rb")

@@ -14,7 +14,7 @@ import csv
 import sys
 from pathlib import Path
 
-from ..data.reading import DataError, iter_jsonl, iter_lines
+from ..data.reading import DataError, format_suffix, iter_jsonl, iter_lines
 from .base import EvalDataError
 
 TABLE_SUFFIXES = {".tsv": "\t", ".tab": "\t", ".csv": ","}
@@ -22,8 +22,8 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 
 
 def _raw_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Return (column names, [(line number, row dict), ...])."""
-    suffix = path.suffix.lower()
+    """Return (column names, [(line number, row dict), ...]); gzip/bz2 files are read compressed."""
+    suffix = format_suffix(path)
     if suffix in JSONL_SUFFIXES:
         rows, columns = [], {}
         try:
