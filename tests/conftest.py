@@ -52,11 +52,11 @@ def tiny_config(arch: str):
     raise ValueError(arch)
 
 
-def save_tiny_model(arch: str, folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+def save_tiny_model(arch: str, folder: Path, tokenizer_dir: Path, seed: int = 0, config=None) -> Path:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch))
+    model = AutoModelForCausalLM.from_config(config or tiny_config(arch))
     model.save_pretrained(folder, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, folder / name)

@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "eval": "llm2comp.cli.eval_cmd",
     "train": "llm2comp.cli.train_cmd",
     "demo": "llm2comp.cli.demo_cmd",
+    "study": "llm2comp.cli.study_cmd",
 }
 
 

@@ -21,16 +21,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reduction import mean_per_text_then_batch
+from .reduction import mean_per_text
 
 
 def kl_continuation_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, text_index: torch.Tensor,
-                         num_texts: int, temperature: float = 1.0) -> torch.Tensor:
-    """teacher_logits, student_logits (N, V) at the N continuation positions; text_index (N,) -> scalar."""
+                         num_texts: int, temperature: float = 1.0, per_text: bool = False) -> torch.Tensor:
+    """teacher_logits, student_logits (N, V) at the N continuation positions; text_index (N,) -> scalar
+    (or the (num_texts,) per-text means with `per_text=True`)."""
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(f"teacher {tuple(teacher_logits.shape)} and student {tuple(student_logits.shape)} "
                          "logits must align position by position")
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # (N,)
-    return mean_per_text_then_batch(per_position, text_index, num_texts)
+    per_text_loss = mean_per_text(per_position, text_index, num_texts)
+    return per_text_loss if per_text else per_text_loss.mean()

@@ -11,11 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reduction import mean_per_text_then_batch
+from .reduction import mean_per_text
 
 
 def token_nll_loss(student_logits: torch.Tensor, targets: torch.Tensor, text_index: torch.Tensor,
-                   num_texts: int) -> torch.Tensor:
-    """student_logits (N, V), targets (N,) token ids, text_index (N,) -> scalar."""
+                   num_texts: int, per_text: bool = False) -> torch.Tensor:
+    """student_logits (N, V), targets (N,) token ids, text_index (N,) -> scalar (or (num_texts,)
+    per-text means with `per_text=True`)."""
     per_position = F.cross_entropy(student_logits.float(), targets, reduction="none")
-    return mean_per_text_then_batch(per_position, text_index, num_texts)
+    per_text_loss = mean_per_text(per_position, text_index, num_texts)
+    return per_text_loss if per_text else per_text_loss.mean()

@@ -5,11 +5,16 @@ from __future__ import annotations
 import torch
 
 
-def mean_per_text_then_batch(values: torch.Tensor, text_index: torch.Tensor, num_texts: int) -> torch.Tensor:
-    """values (N,) at flattened positions, text_index (N,) in [0, num_texts) -> scalar.
+def mean_per_text(values: torch.Tensor, text_index: torch.Tensor, num_texts: int) -> torch.Tensor:
+    """values (N,) at flattened positions, text_index (N,) in [0, num_texts) -> (num_texts,) means.
 
-    Each text weighs the same whatever its length: loss = 1/B * sum_b mean_{t in b} values_t.
+    A text with no position gets 0.
     """
     sums = torch.zeros(num_texts, dtype=values.dtype, device=values.device).index_add_(0, text_index, values)
     counts = torch.bincount(text_index, minlength=num_texts).clamp(min=1).to(values.dtype)
-    return (sums / counts).mean()
+    return sums / counts
+
+
+def mean_per_text_then_batch(values: torch.Tensor, text_index: torch.Tensor, num_texts: int) -> torch.Tensor:
+    """Each text weighs the same whatever its length: loss = 1/B * sum_b mean_{t in b} values_t."""
+    return mean_per_text(values, text_index, num_texts).mean()

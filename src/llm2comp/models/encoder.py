@@ -127,6 +127,16 @@ class LLM2Comp(nn.Module):
         with context:
             yield self.model
 
+    def load_original_decoder(self) -> nn.Module:
+        """The frozen original LLM as a separate module, for a model whose adapters are merged (a loaded
+        folder: `frozen()` would give the adapted weights). Loaded again from `config.backbone`."""
+        if self.config.backbone == "backbone":
+            raise ValueError("this folder was saved with merge=True: its original backbone is not recorded")
+        causal_lm, _, _ = load_causal_lm(self.config.backbone, revision=self.config.backbone_revision,
+                                         dtype=next(self.model.parameters()).dtype, device=self.device,
+                                         trust_remote_code=self.config.trust_remote_code)
+        return causal_lm.eval().requires_grad_(False)
+
     # ------------------------------------------------------------------ tokenisation
     def _prefix_ids(self) -> list[int]:
         bos = self.tokenizer.bos_token_id
@@ -214,6 +224,21 @@ class LLM2Comp(nn.Module):
         a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
         a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
         return nn.functional.normalize(a, dim=-1) @ nn.functional.normalize(b, dim=-1).T
+
+    def decode_memory(self, texts, max_new_tokens: int = 32, batch_size: int = 8, decoder=None) -> list[str]:
+        """What the frozen original LLM writes from each text's k memory states (greedy): the probe of
+        whether the memory carries the text. See `llm2comp.models.decoding`.
+
+        decoder: the frozen original LLM; by default the adapter switched off, or for a loaded folder
+        (adapters merged) the backbone loaded again (`load_original_decoder`)."""
+        from .decoding import decode_memory
+
+        if decoder is None and self.merged_adapters:
+            decoder = self.load_original_decoder()
+        items, single = normalize_inputs(texts)
+        outputs = decode_memory(self, [text for _, text in items], max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, decoder=decoder)
+        return outputs[0] if single else outputs
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike, merge: bool = False) -> None:

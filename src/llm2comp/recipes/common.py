@@ -62,11 +62,12 @@ def load_encoder(cfg: StageConfig, **config_overrides) -> LLM2Comp:
 def loop_settings(cfg: StageConfig) -> LoopSettings:
     return LoopSettings(max_steps=cfg.max_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
-                        save_every=cfg.save_every, keep_last=cfg.keep_last, log_every=cfg.log_every)
+                        save_every=cfg.save_every, keep_last=cfg.keep_last, log_every=cfg.log_every,
+                        lr_by_name={"memory.weight": cfg.memory_lr} if cfg.memory_lr else {})
 
 
-def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict) -> Path:
-    target = final_model_dir(cfg)
+def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict, target: Path | None = None) -> Path:
+    target = target or final_model_dir(cfg)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model.save(target)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..data.corpora import load_corpus
 from ..training.batches import BatchStream
-from ..training.compression import CompressionObjective, check_objective, make_example
+from ..training.compression import CompressionObjective, CompressionTerms, check_objective, make_example
 from ..training.config import StageConfig
 from ..training.loop import train_loop
 from .common import (
@@ -53,22 +53,81 @@ def example_tokens(batch) -> int:
     return sum(len(e.context) + len(e.target) + len(e.full or ()) for e in batch)
 
 
+def compression_terms(cfg: StageConfig) -> CompressionTerms:
+    return CompressionTerms(reconstruction_weight=cfg.reconstruction_weight, alignment_weight=cfg.alignment_weight,
+                            margin_weight=cfg.margin_weight, margin=cfg.margin)
+
+
+def split_held_out(texts: list[str], count: int) -> tuple[list[str], list[str]]:
+    """(training texts, held texts): the last `count` texts of the shuffled corpus are never trained on."""
+    if count < 0:
+        raise ValueError(f"held_out_texts must be >= 0, got {count}")
+    if count and count >= len(texts):
+        raise ValueError(f"held_out_texts={count} leaves no training text out of {len(texts)}")
+    return (texts[:-count], texts[-count:]) if count else (texts, [])
+
+
+def gap_logger(objective: CompressionObjective, held: list[str], cfg: StageConfig):
+    """A loop callback that adds the memory gap on the held texts to the metrics row (see memory_probe)."""
+    from ..training.memory_probe import memory_gap
+
+    every = cfg.gap_every or cfg.max_steps  # 0: only at the end
+
+    def callback(step: int, row: dict) -> None:
+        if step % every and step != cfg.max_steps:
+            return
+        gap = memory_gap(objective, held, seed=cfg.seed, batch_size=cfg.batch_size)
+        row.update({f"memory_{key}": value for key, value in gap.items() if key != "texts"})
+        log.info("step %d memory gap %.4f (own %.4f, other %.4f; first tokens %.4f)", step, gap["gap"],
+                 gap["own"], gap["other"], gap["gap_first"])
+
+    return callback
+
+
+def snapshot_saver(model, cfg: StageConfig, accelerator, data_stats: dict):
+    """A loop callback that saves a complete model folder at each of `cfg.snapshot_steps`."""
+    steps = {int(s) for s in cfg.snapshot_steps}
+
+    def callback(step: int, row: dict) -> None:
+        if step in steps and step < cfg.max_steps:
+            save_final(model, cfg, accelerator, data_stats, target=snapshot_dir(cfg, step))
+
+    return callback
+
+
+def snapshot_dir(cfg: StageConfig, step: int) -> Path:
+    return Path(cfg.output_dir) / "snapshots" / f"step-{step:06d}"
+
+
+def _corpus(cfg: StageConfig, tokenizer):
+    return load_corpus(cfg.data, min_chars=cfg.min_chars, max_tokens=cfg.max_tokens, tokenizer=tokenizer,
+                       seed=cfg.seed, limit=cfg.max_samples)
+
+
+def held_texts(cfg: StageConfig) -> list[str]:
+    """The texts a stage-1 run with this config keeps out of training (`held_out_texts`)."""
+    return split_held_out(_corpus(cfg, stage_tokenizer(cfg)).texts, cfg.held_out_texts)[1]
+
+
 def run_pretrain(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path:
     check_objective(cfg.objective)
     if resume and finished(cfg):
         log.info("stage 1 already finished: reusing %s", final_model_dir(cfg))
         return final_model_dir(cfg)
     tokenizer = stage_tokenizer(cfg)
-    corpus = load_corpus(cfg.data, min_chars=cfg.min_chars, max_tokens=cfg.max_tokens, tokenizer=tokenizer,
-                         seed=cfg.seed, limit=cfg.max_samples)
-    examples, split_stats = build_examples(corpus.texts, tokenizer, cfg)
+    corpus = _corpus(cfg, tokenizer)
+    texts, held = split_held_out(corpus.texts, cfg.held_out_texts)
+    examples, split_stats = build_examples(texts, tokenizer, cfg)
     data_stats = {**corpus.stats, **split_stats}
     log.info("stage 1 data: %s", data_stats)
     accelerator = make_accelerator(cfg)
     model = load_encoder(cfg)
     stream = BatchStream(examples, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                          world_size=accelerator.num_processes)
-    objective = CompressionObjective(model, cfg.objective)
+    objective = CompressionObjective(model, cfg.objective, terms=compression_terms(cfg))
+    extra = [snapshot_saver(model, cfg, accelerator, data_stats)] if cfg.snapshot_steps else []
+    if held:
+        extra.append(gap_logger(objective, held, cfg))
     train_loop(objective, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
-               config=cfg.to_dict(), resume=resume, count_tokens=example_tokens, callbacks=callbacks)
+               config=cfg.to_dict(), resume=resume, count_tokens=example_tokens, callbacks=[*extra, *callbacks])
     return save_final(model, cfg, accelerator, data_stats)

@@ -6,18 +6,29 @@
 
 Logits are computed only at the positions the loss uses (the LM head is applied to gathered
 hidden states), so neither pass materialises (B, T, V).
+
+Optional terms (`CompressionTerms`, all off by default = the paper's recipe) attack the shortcut in
+which one text-independent prefix satisfies the continuation loss:
+
+    L = L_objective + w_rc * L_rc + w_align * L_align + w_margin * L_margin
+
+L_rc: the decoder reproduces the context from the memory (losses/reconstruction.py);
+L_align: memory mean vs the frozen LLM's mean-pooled states of the context (losses/embedding_alignment.py);
+L_margin: the own memory must beat another text's memory by a margin (losses/memory_margin.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..losses.embedding_alignment import embedding_alignment_loss
 from ..losses.kl_continuation import kl_continuation_loss
+from ..losses.memory_margin import memory_margin_loss
 from ..losses.nll_continuation import token_nll_loss
 from ..losses.reconstruction import reconstruction_loss
 from ..models.attention import position_ids_for
@@ -86,18 +97,46 @@ def lm_logits(causal_lm: nn.Module, states: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
+@dataclass(frozen=True)
+class CompressionTerms:
+    """Weights of the optional stage-1 terms (0 = off). See the module docstring."""
+
+    reconstruction_weight: float = 0.0
+    alignment_weight: float = 0.0
+    margin_weight: float = 0.0
+    margin: float = 1.0
+
+    def __post_init__(self):
+        for name in ("reconstruction_weight", "alignment_weight", "margin_weight", "margin"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def truncate_targets(examples: list[CompressionExample], first: int) -> list[CompressionExample]:
+    """The same examples scored on their first `first` target tokens only (causal: nothing else changes)."""
+    out = []
+    for e in examples:
+        target = e.target[:first]
+        full = e.context + target if e.full is not None else None
+        out.append(replace(e, target=target, full=full))
+    return out
+
+
 class CompressionObjective(nn.Module):
     """forward(examples) -> scalar loss for one micro-batch of `CompressionExample`s.
 
     decoder: None (default) reuses the encoder's weights with the adapter switched off; a separate
     frozen causal LM can be given instead (the authors' two-copy design, kept for comparison).
+    terms: optional extra terms (`CompressionTerms`); the paper's recipe has none.
     """
 
-    def __init__(self, encoder, objective: str = "kl", decoder: nn.Module | None = None):
+    def __init__(self, encoder, objective: str = "kl", decoder: nn.Module | None = None,
+                 terms: CompressionTerms | None = None):
         super().__init__()
         self.encoder = encoder
         self.objective = check_objective(objective)
         self.decoder = [decoder] if decoder is not None else None  # a list: not registered as a submodule
+        self.terms = terms or CompressionTerms()
 
     def _frozen(self):
         return contextlib.nullcontext(self.decoder[0]) if self.decoder else self.encoder.frozen()
@@ -105,49 +144,95 @@ class CompressionObjective(nn.Module):
     def _prefix(self) -> list[int]:
         return self.encoder._prefix_ids()
 
-    def forward(self, examples: list[CompressionExample]) -> torch.Tensor:
-        encoder = self.encoder
-        device = encoder.device
-        memory = encoder.memory_states(encoder.collate([e.context for e in examples]))  # (B, k, d)
-        targets, target_valid = (t.to(device) for t in _pad([e.target for e in examples], encoder._pad_id()))
-        lengths = target_valid.sum(1)
-        with self._frozen() as causal_lm:
-            student_logits, text_index = self._student(causal_lm, memory, targets, target_valid, lengths)
-            if self.objective == "kl":
-                with torch.no_grad():
-                    teacher_logits = self._teacher(causal_lm, examples, lengths)
-        num_texts = len(examples)
-        if self.objective == "kl":
-            return kl_continuation_loss(teacher_logits, student_logits, text_index, num_texts)
-        flat_targets = targets[target_valid.bool()]
-        loss_fn = reconstruction_loss if self.objective == "reconstruction" else token_nll_loss
-        return loss_fn(student_logits, flat_targets, text_index, num_texts)
+    def compress(self, examples: list[CompressionExample]) -> torch.Tensor:
+        """The encoder's k memory states of each example's context, (B, k, d)."""
+        return self.encoder.memory_states(self.encoder.collate([e.context for e in examples]))
 
-    def _student(self, causal_lm, memory, targets, target_valid, lengths):
-        """Decoder pass on [BOS, m_1..m_k, target]; logits at the N target-predicting positions."""
+    def forward(self, examples: list[CompressionExample]) -> torch.Tensor:
+        terms = self.terms
+        memory = self.compress(examples)
+        with self._frozen() as causal_lm:
+            teacher = self._teacher_outputs(causal_lm, examples, context_mean=terms.alignment_weight > 0)
+            own = self._objective_loss(causal_lm, memory, examples, teacher)
+            loss = own.mean()
+            if terms.margin_weight > 0 and len(examples) > 1:
+                other = self._objective_loss(causal_lm, memory.roll(1, dims=0), examples, teacher)
+                loss = loss + terms.margin_weight * memory_margin_loss(own, other, terms.margin)
+            if terms.reconstruction_weight > 0:
+                targets = [e.context for e in examples]
+                logits, flat, text_index = self._student(causal_lm, memory, targets)
+                loss = loss + terms.reconstruction_weight * reconstruction_loss(logits, flat, text_index, len(examples))
+        if terms.alignment_weight > 0:
+            pooled = memory.mean(dim=1)
+            loss = loss + terms.alignment_weight * embedding_alignment_loss(pooled, teacher["context_mean"])
+        return loss
+
+    @torch.no_grad()
+    def per_text_losses(self, examples: list[CompressionExample], roll: int = 0) -> torch.Tensor:
+        """(B,) objective loss of each text when the decoder reads the memory of text (b - roll) mod B.
+
+        roll=0 is each text's own memory; roll=1 another text's (the memory-gap diagnostic).
+        """
+        memory = self.compress(examples)
+        with self._frozen() as causal_lm:
+            teacher = self._teacher_outputs(causal_lm, examples, context_mean=False)
+            return self._objective_loss(causal_lm, memory.roll(roll, dims=0), examples, teacher)
+
+    def _objective_loss(self, causal_lm, memory, examples, teacher) -> torch.Tensor:
+        """(B,) per-text loss of the configured objective with the decoder reading `memory`."""
+        logits, flat_targets, text_index = self._student(causal_lm, memory, [e.target for e in examples])
+        if self.objective == "kl":
+            return kl_continuation_loss(teacher["logits"], logits, text_index, len(examples), per_text=True)
+        return token_nll_loss(logits, flat_targets, text_index, len(examples), per_text=True)
+
+    def _student(self, causal_lm, memory, target_rows: list[list[int]]):
+        """Decoder pass on [BOS, m_1..m_k, target]; logits at the N target-predicting positions.
+
+        Returns (N, V) logits, the (N,) target ids and the (N,) text index of each.
+        """
+        device = memory.device
+        targets, target_valid = (t.to(device) for t in _pad(target_rows, self.encoder._pad_id()))
+        lengths = target_valid.sum(1)
         embed = causal_lm.get_input_embeddings()
         batch, k = memory.shape[0], memory.shape[1]
         parts = [memory.to(embed.weight.dtype), embed(targets)]
         prefix = self._prefix()
         if prefix:
-            bos = embed(torch.tensor(prefix, device=targets.device))  # (p, d)
+            bos = embed(torch.tensor(prefix, device=device))  # (p, d)
             parts.insert(0, bos.unsqueeze(0).expand(batch, -1, -1))
         embeds = torch.cat(parts, dim=1)  # (B, p + k + J, d)
-        head_valid = torch.ones(batch, len(prefix) + k, dtype=torch.long, device=targets.device)
+        head_valid = torch.ones(batch, len(prefix) + k, dtype=torch.long, device=device)
         valid = torch.cat([head_valid, target_valid], dim=1)
         hidden = body_of(causal_lm)(inputs_embeds=embeds, attention_mask=valid,
                                     position_ids=position_ids_for(valid), use_cache=False).last_hidden_state
-        first = torch.full((batch,), len(prefix) + k - 1, device=targets.device)  # last memory slot
+        first = torch.full((batch,), len(prefix) + k - 1, device=device)  # last memory slot
         states, text_index = _gather_predicting_states(hidden, first, lengths)
-        return lm_logits(causal_lm, states), text_index
+        return lm_logits(causal_lm, states), targets[target_valid.bool()], text_index
 
-    def _teacher(self, causal_lm, examples, lengths):
-        """The frozen LLM on the full text; logits at the positions predicting the continuation."""
+    @torch.no_grad()
+    def _teacher_outputs(self, causal_lm, examples, context_mean: bool) -> dict:
+        """What the frozen LLM reading the uncompressed text provides (no gradient).
+
+        "logits": for KL, the (N, V) logits at the positions predicting the continuation;
+        "context_mean": with `context_mean`, the (B, d) mean of its final states over [BOS] context.
+        """
+        out = {}
+        need_logits = self.objective == "kl"
+        if not (need_logits or context_mean):
+            return out
         prefix = self._prefix()
-        ids, valid = (t.to(lengths.device) for t in _pad([prefix + e.full for e in examples],
-                                                          self.encoder._pad_id()))
+        rows = [prefix + (e.full if need_logits else e.context) for e in examples]
+        device = self.encoder.device
+        ids, valid = (t.to(device) for t in _pad(rows, self.encoder._pad_id()))
         hidden = body_of(causal_lm)(input_ids=ids, attention_mask=valid, position_ids=position_ids_for(valid),
                                     use_cache=False).last_hidden_state
-        first = torch.tensor([len(prefix) + len(e.context) - 1 for e in examples], device=ids.device)
-        states, _ = _gather_predicting_states(hidden, first, lengths)
-        return lm_logits(causal_lm, states)
+        context_len = torch.tensor([len(prefix) + len(e.context) for e in examples], device=device)
+        if need_logits:
+            lengths = torch.tensor([len(e.target) for e in examples], device=device)
+            states, _ = _gather_predicting_states(hidden, context_len - 1, lengths)
+            out["logits"] = lm_logits(causal_lm, states)
+        if context_mean:  # causal: the states over the context do not depend on what follows it
+            in_context = torch.arange(hidden.shape[1], device=device)[None, :] < context_len[:, None]
+            weights = in_context.to(hidden.dtype).unsqueeze(-1)
+            out["context_mean"] = (hidden * weights).sum(1) / weights.sum(1)
+        return out

@@ -33,6 +33,12 @@ class StageConfig:
     objective: str = "kl"  # pretrain: kl | nll | reconstruction;  later stages: info_nce
     temperature: float = 0.05  # contrastive stages
     attention_dropout: float = 0.0  # SimCSE's second view comes from dropout (paper: 0.2)
+    # stage-1 terms beyond the paper (0 = off; see training/compression.py and docs/pretrain.md)
+    reconstruction_weight: float = 0.0  # + w * reconstruction of the context from the memory
+    alignment_weight: float = 0.0  # + w * (1 - cos(memory mean, frozen LLM's mean-pooled context))
+    margin_weight: float = 0.0  # + w * max(0, margin - (loss with another text's memory - own))
+    margin: float = 1.0
+    memory_lr: float | None = None  # a separate lr for the k memory vectors (None: lr)
     cache_chunk_size: int = 0  # > 0: GradCache-style cached contrastive loss with this chunk size
     query_max_length: int = 512
     document_max_length: int = 1024
@@ -41,6 +47,9 @@ class StageConfig:
     min_chars: int = 0
     max_tokens: int = 512  # texts with more tokens are dropped (the release kept < 512)
     max_samples: int | None = None  # after the seeded shuffle
+    held_out_texts: int = 0  # stage 1: texts kept out of training to measure the memory gap on
+    gap_every: int = 0  # stage 1: log the memory gap on the held texts every N steps (0: only at the end)
+    snapshot_steps: list = field(default_factory=list)  # also save a model folder at these steps
     # --- optimisation
     batch_size: int = 4  # per process
     grad_accum: int = 1
@@ -56,7 +65,8 @@ class StageConfig:
     log_every: int = 10
 
     def __post_init__(self):
-        for name in ("lr", "weight_decay", "temperature", "attention_dropout", "max_grad_norm"):
+        for name in ("lr", "weight_decay", "temperature", "attention_dropout", "max_grad_norm", "memory_lr",
+                     "reconstruction_weight", "alignment_weight", "margin_weight", "margin"):
             value = getattr(self, name)
             if isinstance(value, str):  # YAML 1.1 reads "3e-5" (no dot) as a string
                 try:

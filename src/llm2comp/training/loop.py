@@ -45,6 +45,7 @@ class LoopSettings:
     keep_last: int = 3
     log_every: int = 1
     progress: bool = True
+    lr_by_name: dict = field(default_factory=dict)  # parameter-name suffix -> its own lr (e.g. memory vectors)
 
 
 @dataclass
@@ -90,6 +91,18 @@ def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def parameter_groups(named: list, settings: LoopSettings) -> list[dict]:
+    """AdamW groups: parameters whose name ends with a key of `lr_by_name` get that lr, the rest `lr`.
+
+    The schedule (warm-up, decay) scales every group's lr by the same factor.
+    """
+    groups: dict[float, list] = {}
+    for name, param in named:
+        lr = next((v for suffix, v in settings.lr_by_name.items() if name.endswith(suffix)), settings.lr)
+        groups.setdefault(float(lr), []).append(param)
+    return [{"params": ps, "lr": lr} for lr, ps in groups.items()]
+
+
 def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSettings, *, accelerator,
                output_dir: str | Path, config: dict, resume: bool = True, count_tokens: Callable = len,
                step_fn: Callable | None = None, callbacks: list[Callable] = ()) -> LoopResult:
@@ -98,10 +111,12 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
 
     output_dir = Path(output_dir)
     checkpoints = output_dir / "checkpoints"
-    params = [p for p in objective.parameters() if p.requires_grad]
-    if not params:
+    named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    params = [p for _, p in named]
+    optimizer = torch.optim.AdamW(parameter_groups(named, settings), lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
     step, resumed_from = 0, None
     existing = list_checkpoints(checkpoints) if resume else []
@@ -157,10 +172,10 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
         if step % settings.log_every == 0 or step == settings.max_steps:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
+        for callback in callbacks:  # before the checkpoint, so that what they log is saved with it
+            callback(step, row)
         if settings.save_every and step % settings.save_every == 0 and step < settings.max_steps:
             checkpoint(step)
-        for callback in callbacks:
-            callback(step, row)
     bar.close()
     checkpoint(step)
     if accelerator.is_main_process and history:

@@ -1,0 +1,68 @@
+"""`llm2comp study` end to end on a tiny model: arms on the same texts, fractions scored, gap logged,
+probe written, everything reused on a rerun."""
+
+import json
+
+import pytest
+import yaml
+
+from llm2comp.cli.main import main
+from llm2comp.recipes.study import StudyConfig, load_study_config, plan_runs
+
+from .training_helpers import write_corpus
+
+
+def _study(tmp_path, tiny_llama_dir) -> dict:
+    return {
+        "output_dir": str(tmp_path / "study"),
+        "base": {"model": str(tiny_llama_dir), "num_memory_tokens": 2, "max_length": 64,
+                 "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "batch_size": 2, "warmup_steps": 0,
+                 "max_steps": 4, "save_every": 0, "lr": 1e-3, "max_tokens": 60, "held_out_texts": 4,
+                 "data": {"type": "text", "path": str(write_corpus(tmp_path / "c.txt"))}},
+        "arms": {"kl": {"objective": "kl"}, "kl_align": {"objective": "kl", "alignment_weight": 1.0}},
+        "seeds": [0, 1], "repeat": ["kl"], "fractions": [0.5, 1.0], "max_items": 8, "probe_texts": 2,
+        "floors": ["mean"],
+        "probe_tokens": 4,
+    }
+
+
+def test_plan_gives_every_arm_the_same_texts_budget_and_snapshots(tmp_path, tiny_llama_dir):
+    runs = plan_runs(StudyConfig(**_study(tmp_path, tiny_llama_dir)))
+    assert [r.name for r in runs] == ["kl-s0", "kl-s1", "kl_align-s0"]
+    assert {r.config.max_steps for r in runs} == {4} and {str(r.config.data) for r in runs} == {
+        str(runs[0].config.data)}
+    assert all(r.config.snapshot_steps == [2] and r.config.gap_every == 2 for r in runs)
+    assert runs[2].config.alignment_weight == 1.0 and runs[0].config.alignment_weight == 0.0
+    with pytest.raises(ValueError, match="unknown arm"):
+        StudyConfig(arms={"kl": {}}, repeat=["nll"])
+    bad = _study(tmp_path, tiny_llama_dir)
+    bad["arms"]["kl"]["objectve"] = "kl"
+    with pytest.raises(ValueError, match="objectve"):
+        plan_runs(StudyConfig(**bad))
+
+
+def test_study_end_to_end_and_reuse(tmp_path, tiny_llama_dir, capsys):
+    study = _study(tmp_path, tiny_llama_dir)
+    del study["arms"]["kl_align"]  # planned above; one arm keeps the end-to-end run short
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    assert main(["study", "--config", str(tmp_path / "study.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "# Pretext study" in out and "untrained backbone, mean pooling" in out and "kl-s1" in out
+    report = json.loads((tmp_path / "study" / "results.json").read_text())
+    run = report["runs"]["kl-s1"]
+    assert [p["step"] for p in run["points"]] == [2, 4] and [p["samples"] for p in run["points"]] == [4, 8]
+    for point in run["points"]:
+        gap = point["memory_gap"]
+        assert gap["gap"] == pytest.approx(gap["other"] - gap["own"])
+        assert 0 <= point["average"] <= 1
+    assert len(run["probe"]) == 2 and all(row["decoded"] is not None for row in run["probe"])
+    assert set(report["floors"]) == {"mean"}
+    assert (tmp_path / "study" / "score_vs_samples.png").is_file()
+    assert main(["study", "--config", str(tmp_path / "study.yaml")]) == 0  # everything reused
+    assert "train:" not in capsys.readouterr().err
+
+
+def test_study_config_rejects_unknown_keys(tmp_path):
+    (tmp_path / "s.yaml").write_text("arms: {kl: {}}\nseed: 3\n")
+    with pytest.raises(ValueError, match="unknown study key"):
+        load_study_config(tmp_path / "s.yaml")
