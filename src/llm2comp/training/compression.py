@@ -103,13 +103,13 @@ class CompressionObjective(nn.Module):
         return contextlib.nullcontext(self.decoder[0]) if self.decoder else self.encoder.frozen()
 
     def _prefix(self) -> list[int]:
-        return self.encoder._prefix_ids()
+        return self.encoder.prefix_ids()
 
     def forward(self, examples: list[CompressionExample]) -> torch.Tensor:
         encoder = self.encoder
         device = encoder.device
         memory = encoder.memory_states(encoder.collate([e.context for e in examples]))  # (B, k, d)
-        targets, target_valid = (t.to(device) for t in _pad([e.target for e in examples], encoder._pad_id()))
+        targets, target_valid = (t.to(device) for t in _pad([e.target for e in examples], encoder.pad_id()))
         lengths = target_valid.sum(1)
         with self._frozen() as causal_lm:
             student_logits, text_index = self._student(causal_lm, memory, targets, target_valid, lengths)
@@ -145,7 +145,7 @@ class CompressionObjective(nn.Module):
         """The frozen LLM on the full text; logits at the positions predicting the continuation."""
         prefix = self._prefix()
         ids, valid = (t.to(lengths.device) for t in _pad([prefix + e.full for e in examples],
-                                                          self.encoder._pad_id()))
+                                                          self.encoder.pad_id()))
         hidden = body_of(causal_lm)(input_ids=ids, attention_mask=valid, position_ids=position_ids_for(valid),
                                     use_cache=False).last_hidden_state
         first = torch.tensor([len(prefix) + len(e.context) - 1 for e in examples], device=ids.device)
