@@ -134,7 +134,7 @@ def worker_ours(texts: list[str], batch_size: int) -> dict:
     body = body_of(model.model)
     ids, _ = model.tokenize(texts)
     k = model.num_memory_tokens
-    text_tokens = sum(len(row) + len(model._prefix_ids()) for row in ids)
+    text_tokens = sum(len(row) + len(model.prefix_ids()) for row in ids)
     seconds, tally, embeddings = _timed_encode(model, texts, batch_size, count_at=body)
     return dict(seconds=seconds, texts=len(texts), text_tokens=text_tokens,
                 processed_tokens=text_tokens + k * len(texts), padded_tokens=tally["padded"],

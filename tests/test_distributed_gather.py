@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 
 from llm2comp import LLM2Comp, LoraSettings
+from llm2comp.distributed import all_gather_with_grad, all_reduce_mean
 from llm2comp.losses.cached_info_nce import CachedInfoNCE
 from llm2comp.losses.info_nce import InfoNCE, embed, info_nce
-from llm2comp.training.distributed import all_gather_with_grad, all_reduce_mean
 
 from .conftest import randomize_lora
 

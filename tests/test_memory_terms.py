@@ -1,6 +1,8 @@
 """Stage-1 levers against the prefix shortcut: alignment, margin, mixed reconstruction; the memory
 gap diagnostic; the decoding probe; the overfit canary that guards the memory -> decoder path."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,6 @@ from llm2comp.training.compression import (
     CompressionObjective,
     CompressionTerms,
     make_example,
-    truncate_targets,
 )
 from llm2comp.training.loop import LoopSettings, parameter_groups
 from llm2comp.training.memory_probe import memory_gap
@@ -94,12 +95,14 @@ def test_alignment_gradient_reaches_the_memory_vectors(encoder):
     assert encoder.memory.weight.grad is not None and encoder.memory.weight.grad.abs().sum() > 0
 
 
-def test_truncated_targets_score_only_the_first_tokens(encoder):
+def test_first_token_losses_score_only_the_first_target_tokens(encoder):
     objective = CompressionObjective(encoder, "kl")
     examples = [make_example(ids, "kl", seed=3, index=i) for i, ids in enumerate(IDS)]
-    first = truncate_targets(examples, 2)
-    assert all(len(e.target) == 2 and e.full == e.context + e.target for e in first)
-    assert not torch.allclose(objective.per_text_losses(first), objective.per_text_losses(examples))
+    full, first = objective.per_text_losses(examples, roll=1, first=2)
+    torch.testing.assert_close(full, objective.per_text_losses(examples, roll=1))
+    cut = [replace(e, target=e.target[:2], full=e.context + e.target[:2]) for e in examples]
+    torch.testing.assert_close(first, objective.per_text_losses(cut, roll=1), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(first, full)
 
 
 def test_memory_gap_is_other_minus_own(encoder):

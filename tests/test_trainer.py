@@ -119,9 +119,18 @@ def test_shipped_configs_load(path):
     from llm2comp.recipes.pipeline import is_pipeline_file, load_pipeline
 
     configs = load_pipeline(path) if is_pipeline_file(path) else [load_stage_config(path)]
-    assert configs and all(c.objective == "kl" for c in configs if c.stage == "pretrain")
+    expected = "mntp" if "mntp" in path.name else "kl"
+    assert configs and all(c.objective == expected for c in configs if c.stage == "pretrain")
     for previous, current in zip(configs, configs[1:]):
         assert current.model == f"{previous.output_dir}/model"
+
+
+def test_mntp_quickstart_mirrors_the_kl_quickstart():
+    """The baseline differs from the compression quickstart in its objective only: same data, budget, LoRA."""
+    kl = load_stage_config(REPO / "configs" / "pretrain_quickstart.yaml").to_dict()
+    mntp = load_stage_config(REPO / "configs" / "pretrain_mntp_quickstart.yaml").to_dict()
+    assert {key for key in kl if kl[key] != mntp[key]} == {"output_dir", "objective", "num_memory_tokens"}
+    assert (mntp["objective"], mntp["num_memory_tokens"], mntp["mask_ratio"]) == ("mntp", 0, 0.2)
 
 
 def test_bad_data_stops_before_training(tiny_llama_dir, tmp_path):

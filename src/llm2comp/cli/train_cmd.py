@@ -7,6 +7,7 @@ import argparse
 STAGE_HELP = """\
 stages (the config's `stage` key, or --stage):
   pretrain      stage 1, context-compression pre-training; --objective kl (default, CTKD) | nll | reconstruction
+                | mntp (LLM2Vec's masked next-token prediction, the paper's baseline; num_memory_tokens 0)
   unsupervised  stage 2, SimCSE: two dropout views of each sentence, InfoNCE over the batch
   supervised    stage 3, query/positive/hard-negative InfoNCE over the global batch
 
@@ -20,6 +21,7 @@ any config key can be overridden: --max_steps 50 --lr 3e-5 --lora.r 8 --data.pat
 
 examples:
   llm2comp train --config configs/pretrain_quickstart.yaml
+  llm2comp train --config configs/pretrain_mntp_quickstart.yaml   # the MNTP baseline, same data and budget
   llm2comp train --config configs/quickstart.yaml          # all stages of a pipeline file, in order
   accelerate launch --num_processes 8 -m llm2comp train --config configs/pretrain_llama2_7b.yaml
 """

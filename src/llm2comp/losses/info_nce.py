@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..training.distributed import all_gather_with_grad
+from ..distributed import all_gather_with_grad
 
 DEFAULT_TEMPERATURE = 0.05
 

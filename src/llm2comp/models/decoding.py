@@ -37,14 +37,14 @@ def decode_memory(model, texts: list[str], max_new_tokens: int = 32, batch_size:
             with (contextlib.nullcontext(decoder) if decoder is not None else model.frozen()) as causal_lm:
                 embed = causal_lm.get_input_embeddings()
                 parts = [memory.to(embed.weight.dtype)]
-                prefix = model._prefix_ids()
+                prefix = model.prefix_ids()
                 if prefix:
                     bos = embed(torch.tensor(prefix, device=memory.device))
                     parts.insert(0, bos.unsqueeze(0).expand(memory.shape[0], -1, -1))
                 embeds = torch.cat(parts, dim=1)
                 mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
                 generated = causal_lm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
-                                               max_new_tokens=max_new_tokens, pad_token_id=model._pad_id())
+                                               max_new_tokens=max_new_tokens, pad_token_id=model.pad_id())
             # with inputs_embeds only, generate returns just the new tokens
             outputs.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
     finally:

@@ -138,11 +138,13 @@ class LLM2Comp(nn.Module):
         return causal_lm.eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ tokenisation
-    def _prefix_ids(self) -> list[int]:
+    def prefix_ids(self) -> list[int]:
+        """The ids put before every text: [BOS] when the tokenizer has one, else nothing."""
         bos = self.tokenizer.bos_token_id
         return [bos] if bos is not None else []
 
-    def _pad_id(self) -> int:
+    def pad_id(self) -> int:
+        """The id written into padding slots: the pad token, else EOS, else 0 (masked out anyway)."""
         for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
             if candidate is not None:
                 return candidate
@@ -153,12 +155,12 @@ class LLM2Comp(nn.Module):
         (ids, n_truncated)."""
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         limit = max_length or self.config.max_length
-        cut = [truncate_text_ids(row, limit, len(self._prefix_ids()), self.num_memory_tokens) for row in ids]
+        cut = [truncate_text_ids(row, limit, len(self.prefix_ids()), self.num_memory_tokens) for row in ids]
         return [row for row, _ in cut], sum(flag for _, flag in cut)
 
     def collate(self, texts_ids: list[list[int]], padding_side: str = "right") -> EncoderBatch:
-        return build_encoder_batch(texts_ids, num_memory=self.num_memory_tokens, prefix_ids=self._prefix_ids(),
-                                   pad_id=self._pad_id(), padding_side=padding_side)
+        return build_encoder_batch(texts_ids, num_memory=self.num_memory_tokens, prefix_ids=self.prefix_ids(),
+                                   pad_id=self.pad_id(), padding_side=padding_side)
 
     def warn_truncated(self, count: int) -> None:
         if count:

@@ -85,7 +85,7 @@ def encode_items(model, items: list[tuple[str | None, str]], *, batch_size: int 
     ids, truncated = model.tokenize(texts)
     model.warn_truncated(truncated)
     # longest first: the first batch shows the peak memory at once
-    row_lengths = [len(row) + len(model._prefix_ids()) + model.num_memory_tokens for row in ids]
+    row_lengths = [len(row) + len(model.prefix_ids()) + model.num_memory_tokens for row in ids]
     batches = plan_batches(row_lengths, batch_size)
     out = torch.empty(len(ids), model.hidden_size)
     show = show_progress_bar if show_progress_bar is not None else len(ids) > 4 * batch_size

@@ -51,7 +51,8 @@ def load_encoder(cfg: StageConfig, **config_overrides) -> LLM2Comp:
                                      dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, seed=cfg.seed,
                                      **config_overrides)
     model.add_lora(LoraSettings(**cfg.lora))
-    model.memory.weight.requires_grad_(True)
+    if model.memory is not None:  # none for MNTP (and the models it trains)
+        model.memory.weight.requires_grad_(True)
     if cfg.train_input_embeddings:
         model.model.get_input_embeddings().weight.requires_grad_(True)
     if cfg.gradient_checkpointing:

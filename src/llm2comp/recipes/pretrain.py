@@ -1,9 +1,12 @@
-"""Stage 1 recipe: context-compression pre-training (KL / NLL / reconstruction).
+"""Stage 1 recipe: context-compression pre-training (KL / NLL / reconstruction), or LLM2Vec's MNTP.
 
     llm2comp train --config configs/pretrain_quickstart.yaml
+    llm2comp train --config configs/pretrain_mntp_quickstart.yaml     # the paper's MNTP baseline
 
-setup: the backbone + fresh LoRA + k memory vectors; texts -> token ids -> split examples.
-train: `CompressionObjective` on the shared loop (checkpoints, resume, NaN stop).
+setup: the backbone + fresh LoRA + k memory vectors; texts -> token ids -> split examples
+       (mntp: no memory vectors, mean pooling; texts -> token ids -> masked examples).
+train: `CompressionObjective` / `MaskedNextTokenObjective` on the shared loop (checkpoints,
+       resume, NaN stop), same data, same LoRA.
 save:  `output_dir/model`, an LLM2Comp folder that `encode` and the next stage load.
 """
 
@@ -13,9 +16,16 @@ from pathlib import Path
 
 from ..data.corpora import load_corpus
 from ..training.batches import BatchStream
-from ..training.compression import CompressionObjective, CompressionTerms, check_objective, make_example
+from ..training.compression import OBJECTIVES, CompressionObjective, CompressionTerms, make_example
 from ..training.config import StageConfig
 from ..training.loop import train_loop
+from ..training.masked_prediction import (
+    MNTP,
+    MaskedNextTokenObjective,
+    MaskingSpec,
+    mask_text,
+    masked_example_tokens,
+)
 from .common import (
     final_model_dir,
     finished,
@@ -27,9 +37,26 @@ from .common import (
     stage_tokenizer,
 )
 
+PRETRAIN_OBJECTIVES = (*OBJECTIVES, MNTP)
+
+
+def check_pretrain_objective(objective: str) -> str:
+    if objective not in PRETRAIN_OBJECTIVES:
+        raise ValueError(f"stage 1 objective must be one of {PRETRAIN_OBJECTIVES}, got {objective!r}")
+    return objective
+
+
+def example_maker(tokenizer, cfg: StageConfig):
+    """(ids, sample index) -> one training example, or None when the text is too short for it."""
+    if cfg.objective == MNTP:
+        spec = MaskingSpec.from_tokenizer(tokenizer, cfg.mask_ratio)
+        return lambda ids, index: mask_text(ids, spec, cfg.seed, index)
+    return lambda ids, index: make_example(ids, cfg.objective, cfg.seed, index)
+
 
 def build_examples(texts: list[str], tokenizer, cfg: StageConfig) -> tuple[list, dict]:
-    """Tokenise and split every text; texts too short to split are skipped and counted."""
+    """Tokenise and split (or mask) every text; texts too short for it are skipped and counted."""
+    make = example_maker(tokenizer, cfg)
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     budget = cfg.max_length - cfg.num_memory_tokens - 1
     examples, too_short, too_long = [], 0, 0
@@ -37,13 +64,13 @@ def build_examples(texts: list[str], tokenizer, cfg: StageConfig) -> tuple[list,
         if len(row) > min(cfg.max_tokens, budget):
             too_long += 1
             continue
-        example = make_example(row, cfg.objective, cfg.seed, index)
+        example = make(row, index)
         if example is None:
             too_short += 1
         else:
             examples.append(example)
-    stats = {"texts": len(texts), "examples": len(examples), "skipped_too_short_to_split": too_short,
-             "skipped_too_long": too_long}
+    short = "skipped_nothing_to_mask" if cfg.objective == MNTP else "skipped_too_short_to_split"
+    stats = {"texts": len(texts), "examples": len(examples), short: too_short, "skipped_too_long": too_long}
     if not examples:
         raise ValueError(f"no usable training example among {len(texts)} texts ({stats})")
     return examples, stats
@@ -109,8 +136,15 @@ def held_texts(cfg: StageConfig) -> list[str]:
     return split_held_out(_corpus(cfg, stage_tokenizer(cfg)).texts, cfg.held_out_texts)[1]
 
 
+def stage_objective(cfg: StageConfig, model):
+    """The module the loop trains and its token counter, for the configured objective."""
+    if cfg.objective == MNTP:
+        return MaskedNextTokenObjective(model), masked_example_tokens
+    return CompressionObjective(model, cfg.objective, terms=compression_terms(cfg)), example_tokens
+
+
 def run_pretrain(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path:
-    check_objective(cfg.objective)
+    check_pretrain_objective(cfg.objective)
     if resume and finished(cfg):
         log.info("stage 1 already finished: reusing %s", final_model_dir(cfg))
         return final_model_dir(cfg)
@@ -121,13 +155,13 @@ def run_pretrain(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path
     data_stats = {**corpus.stats, **split_stats}
     log.info("stage 1 data: %s", data_stats)
     accelerator = make_accelerator(cfg)
-    model = load_encoder(cfg)
+    model = load_encoder(cfg, **({"pooling": "mean"} if cfg.objective == MNTP else {}))  # mean: as LLM2Vec
     stream = BatchStream(examples, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                          world_size=accelerator.num_processes)
-    objective = CompressionObjective(model, cfg.objective, terms=compression_terms(cfg))
+    objective, count_tokens = stage_objective(cfg, model)
     extra = [snapshot_saver(model, cfg, accelerator, data_stats)] if cfg.snapshot_steps else []
-    if held:
+    if held and cfg.objective != MNTP:
         extra.append(gap_logger(objective, held, cfg))
     train_loop(objective, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
-               config=cfg.to_dict(), resume=resume, count_tokens=example_tokens, callbacks=[*extra, *callbacks])
+               config=cfg.to_dict(), resume=resume, count_tokens=count_tokens, callbacks=[*extra, *callbacks])
     return save_final(model, cfg, accelerator, data_stats)

@@ -1,1 +1,1 @@
-"""Training: the accelerate-based trainer, checkpoints, schedules, distributed helpers."""
+"""Training: the accelerate-based trainer, checkpoints, schedules, the stage objectives' batch builders."""

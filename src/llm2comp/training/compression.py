@@ -20,7 +20,7 @@ L_margin: the own memory must beat another text's memory by a margin (losses/mem
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -81,13 +81,13 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 def _gather_predicting_states(hidden: torch.Tensor, first: torch.Tensor, lengths: torch.Tensor):
     """States at positions first_b + j (j < length_b) of each row b, which predict target token j.
 
-    Returns (N, d) states and the (N,) text index of each, N = sum_b length_b.
+    Returns (N, d) states, the (N,) text index of each and its (N,) offset j, N = sum_b length_b.
     """
     offsets = torch.arange(int(lengths.max()), device=hidden.device)  # (J,)
     keep = offsets[None, :] < lengths[:, None]  # (B, J)
     positions = first[:, None] + offsets[None, :]  # (B, J)
     rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None].expand_as(positions)
-    return hidden[rows[keep], positions[keep]], rows[keep]
+    return hidden[rows[keep], positions[keep]], rows[keep], offsets[None, :].expand_as(positions)[keep]
 
 
 def lm_logits(causal_lm: nn.Module, states: torch.Tensor) -> torch.Tensor:
@@ -112,16 +112,6 @@ class CompressionTerms:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
-def truncate_targets(examples: list[CompressionExample], first: int) -> list[CompressionExample]:
-    """The same examples scored on their first `first` target tokens only (causal: nothing else changes)."""
-    out = []
-    for e in examples:
-        target = e.target[:first]
-        full = e.context + target if e.full is not None else None
-        out.append(replace(e, target=target, full=full))
-    return out
-
-
 class CompressionObjective(nn.Module):
     """forward(examples) -> scalar loss for one micro-batch of `CompressionExample`s.
 
@@ -142,7 +132,7 @@ class CompressionObjective(nn.Module):
         return contextlib.nullcontext(self.decoder[0]) if self.decoder else self.encoder.frozen()
 
     def _prefix(self) -> list[int]:
-        return self.encoder._prefix_ids()
+        return self.encoder.prefix_ids()
 
     def compress(self, examples: list[CompressionExample]) -> torch.Tensor:
         """The encoder's k memory states of each example's context, (B, k, d)."""
@@ -160,7 +150,7 @@ class CompressionObjective(nn.Module):
                 loss = loss + terms.margin_weight * memory_margin_loss(own, other, terms.margin)
             if terms.reconstruction_weight > 0:
                 targets = [e.context for e in examples]
-                logits, flat, text_index = self._student(causal_lm, memory, targets)
+                logits, flat, text_index, _ = self._student(causal_lm, memory, targets)
                 loss = loss + terms.reconstruction_weight * reconstruction_loss(logits, flat, text_index, len(examples))
         if terms.alignment_weight > 0:
             pooled = memory.mean(dim=1)
@@ -168,30 +158,40 @@ class CompressionObjective(nn.Module):
         return loss
 
     @torch.no_grad()
-    def per_text_losses(self, examples: list[CompressionExample], roll: int = 0) -> torch.Tensor:
+    def per_text_losses(self, examples: list[CompressionExample], roll: int = 0,
+                        first: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B,) objective loss of each text when the decoder reads the memory of text (b - roll) mod B.
 
-        roll=0 is each text's own memory; roll=1 another text's (the memory-gap diagnostic).
+        roll=0 is each text's own memory; roll=1 another text's (the memory-gap diagnostic). With
+        `first`, also the (B,) loss over each text's first `first` target tokens: returns (all, first).
         """
         memory = self.compress(examples)
         with self._frozen() as causal_lm:
             teacher = self._teacher_outputs(causal_lm, examples, context_mean=False)
-            return self._objective_loss(causal_lm, memory.roll(roll, dims=0), examples, teacher)
+            return self._objective_loss(causal_lm, memory.roll(roll, dims=0), examples, teacher, first=first)
 
-    def _objective_loss(self, causal_lm, memory, examples, teacher) -> torch.Tensor:
-        """(B,) per-text loss of the configured objective with the decoder reading `memory`."""
-        logits, flat_targets, text_index = self._student(causal_lm, memory, [e.target for e in examples])
-        if self.objective == "kl":
-            return kl_continuation_loss(teacher["logits"], logits, text_index, len(examples), per_text=True)
-        return token_nll_loss(logits, flat_targets, text_index, len(examples), per_text=True)
+    def _objective_loss(self, causal_lm, memory, examples, teacher, first: int | None = None):
+        """(B,) per-text loss of the configured objective with the decoder reading `memory` (and, with
+        `first`, the same over the first `first` target tokens of each text)."""
+        logits, flat_targets, text_index, offsets = self._student(causal_lm, memory, [e.target for e in examples])
+        teacher_logits = teacher.get("logits")
+
+        def loss(keep=slice(None)):
+            if self.objective == "kl":
+                return kl_continuation_loss(teacher_logits[keep], logits[keep], text_index[keep], len(examples),
+                                            per_text=True)
+            return token_nll_loss(logits[keep], flat_targets[keep], text_index[keep], len(examples), per_text=True)
+
+        return loss() if first is None else (loss(), loss(offsets < first))
 
     def _student(self, causal_lm, memory, target_rows: list[list[int]]):
         """Decoder pass on [BOS, m_1..m_k, target]; logits at the N target-predicting positions.
 
-        Returns (N, V) logits, the (N,) target ids and the (N,) text index of each.
+        Returns (N, V) logits, the (N,) target ids, the (N,) text index of each and its (N,) offset
+        in its text's target.
         """
         device = memory.device
-        targets, target_valid = (t.to(device) for t in _pad(target_rows, self.encoder._pad_id()))
+        targets, target_valid = (t.to(device) for t in _pad(target_rows, self.encoder.pad_id()))
         lengths = target_valid.sum(1)
         embed = causal_lm.get_input_embeddings()
         batch, k = memory.shape[0], memory.shape[1]
@@ -206,8 +206,8 @@ class CompressionObjective(nn.Module):
         hidden = body_of(causal_lm)(inputs_embeds=embeds, attention_mask=valid,
                                     position_ids=position_ids_for(valid), use_cache=False).last_hidden_state
         first = torch.full((batch,), len(prefix) + k - 1, device=device)  # last memory slot
-        states, text_index = _gather_predicting_states(hidden, first, lengths)
-        return lm_logits(causal_lm, states), targets[target_valid.bool()], text_index
+        states, text_index, offsets = _gather_predicting_states(hidden, first, lengths)
+        return lm_logits(causal_lm, states), targets[target_valid.bool()], text_index, offsets
 
     @torch.no_grad()
     def _teacher_outputs(self, causal_lm, examples, context_mean: bool) -> dict:
@@ -223,13 +223,13 @@ class CompressionObjective(nn.Module):
         prefix = self._prefix()
         rows = [prefix + (e.full if need_logits else e.context) for e in examples]
         device = self.encoder.device
-        ids, valid = (t.to(device) for t in _pad(rows, self.encoder._pad_id()))
+        ids, valid = (t.to(device) for t in _pad(rows, self.encoder.pad_id()))
         hidden = body_of(causal_lm)(input_ids=ids, attention_mask=valid, position_ids=position_ids_for(valid),
                                     use_cache=False).last_hidden_state
         context_len = torch.tensor([len(prefix) + len(e.context) for e in examples], device=device)
         if need_logits:
             lengths = torch.tensor([len(e.target) for e in examples], device=device)
-            states, _ = _gather_predicting_states(hidden, context_len - 1, lengths)
+            states, _, _ = _gather_predicting_states(hidden, context_len - 1, lengths)
             out["logits"] = lm_logits(causal_lm, states)
         if context_mean:  # causal: the states over the context do not depend on what follows it
             in_context = torch.arange(hidden.shape[1], device=device)[None, :] < context_len[:, None]

@@ -22,7 +22,7 @@ class StageConfig:
     model: str = "smollm2-135m"  # backbone (Hub id / folder / default) or the previous stage's model folder
     output_dir: str = "runs/pretrain"  # checkpoints/, metrics.jsonl, loss_curve.png, model/
     # --- the encoder
-    num_memory_tokens: int = 8  # k; the paper finds 1-8 stable, 8 best for retrieval
+    num_memory_tokens: int = 8  # k; the paper finds 1-8 stable, 8 best for retrieval; 0 for objective mntp
     max_length: int = 512  # encoder input: BOS + text + k memory tokens
     dtype: str = "float32"  # weights' dtype; use mixed_precision for bf16 compute
     attn_implementation: str = "sdpa"
@@ -30,7 +30,8 @@ class StageConfig:
     train_input_embeddings: bool = False  # the authors' release trained the whole embedding matrix
     gradient_checkpointing: bool = False
     # --- the objective
-    objective: str = "kl"  # pretrain: kl | nll | reconstruction;  later stages: info_nce
+    objective: str = "kl"  # pretrain: kl | nll | reconstruction | mntp (LLM2Vec);  later stages: info_nce
+    mask_ratio: float = 0.2  # mntp: share of each text's tokens that is masked (LLM2Vec: 0.2)
     temperature: float = 0.05  # contrastive stages
     attention_dropout: float = 0.0  # SimCSE's second view comes from dropout (paper: 0.2)
     # stage-1 terms beyond the paper (0 = off; see training/compression.py and docs/pretrain.md)
@@ -66,7 +67,7 @@ class StageConfig:
 
     def __post_init__(self):
         for name in ("lr", "weight_decay", "temperature", "attention_dropout", "max_grad_norm", "memory_lr",
-                     "reconstruction_weight", "alignment_weight", "margin_weight", "margin"):
+                     "reconstruction_weight", "alignment_weight", "margin_weight", "margin", "mask_ratio"):
             value = getattr(self, name)
             if isinstance(value, str):  # YAML 1.1 reads "3e-5" (no dot) as a string
                 try:
@@ -77,9 +78,15 @@ class StageConfig:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
-        for name in ("batch_size", "grad_accum", "max_steps", "num_memory_tokens"):
+        for name in ("batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.objective == "mntp" and self.num_memory_tokens != 0:
+            raise ValueError(f"objective mntp (LLM2Vec) trains the encoder without memory tokens and embeds "
+                             f"with mean pooling: set num_memory_tokens: 0 (got {self.num_memory_tokens})")
+        if self.objective != "mntp" and self.num_memory_tokens < 1:
+            raise ValueError(f"num_memory_tokens must be >= 1 for objective {self.objective!r}, "
+                             f"got {self.num_memory_tokens} (only objective mntp trains without memory tokens)")
 
     def to_dict(self) -> dict:
         return asdict(self)

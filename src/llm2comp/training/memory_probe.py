@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import torch
 
-from .compression import CompressionObjective, make_example, truncate_targets
+from .compression import CompressionObjective, make_example
 
 
 def held_examples(model, texts: list[str], objective: str, seed: int) -> list:
     """Held texts -> examples split as in training; texts too short to split are dropped."""
     ids = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    budget = model.config.max_length - model.num_memory_tokens - len(model._prefix_ids())
+    budget = model.config.max_length - model.num_memory_tokens - len(model.prefix_ids())
     examples = [make_example(row[:budget], objective, seed, index) for index, row in enumerate(ids)]
     return [e for e in examples if e is not None]
 
@@ -48,10 +48,10 @@ def memory_gap(objective: CompressionObjective, texts: list[str], *, seed: int =
                 weight = slice(1, 2)
             else:
                 weight = slice(None)
-            firsts = truncate_targets(chunk, first)
-            for key, batch, roll in (("own", chunk, 0), ("other", chunk, 1), ("own_first", firsts, 0),
-                                     ("other_first", firsts, 1)):
-                sums[key] += float(objective.per_text_losses(batch, roll=roll)[weight].sum())
+            for suffix, roll in (("own", 0), ("other", 1)):
+                losses, first_losses = objective.per_text_losses(chunk, roll=roll, first=first)
+                sums[suffix] += float(losses[weight].sum())
+                sums[f"{suffix}_first"] += float(first_losses[weight].sum())
     finally:
         objective.train(was_training)
     n = len(examples)

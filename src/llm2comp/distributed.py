@@ -1,5 +1,8 @@
 """Gathering embeddings across processes for contrastive losses with cross-device negatives.
 
+It sits below both `losses/` (the contrastive losses gather their candidates) and `training/`
+(the trainer), so neither imports the other for it.
+
 `all_gather_with_grad(x)` concatenates the (n_r, d) tensors of all W processes into one
 (sum_r n_r, d) tensor, in rank order, so that every process sees the candidates of the *global*
 batch. It uses plain `torch.distributed` collectives on the default process group, which HF
