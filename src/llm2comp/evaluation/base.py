@@ -83,7 +83,8 @@ def _summarise_warnings(caught, desc: str) -> None:
             seen.add(str(item.message))
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     if truncated:
-        warnings.warn(f"{desc}: {truncated} text(s) were cut to the model's max_length", stacklevel=4)
+        warnings.warn(f"{desc}: {truncated} text(s) were cut to the model's max_length (long_texts='segments' "
+                      "keeps them whole)", stacklevel=4)
 
 
 class Embedder:
