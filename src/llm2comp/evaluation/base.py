@@ -93,9 +93,9 @@ class Embedder:
     `model` is an `LLM2Comp` (instructions through its template) or any object with a
     sentence-transformers `encode(texts, batch_size=..., show_progress_bar=..., convert_to_numpy=...)`
     (instructions prepended as `"{instruction}: {text}"`). `long_texts` (LLM2Comp only; None = the
-    model's default) and `overlap` are passed to `encode`; with `multivector`, `windows()` gives each text's window
-    embeddings (retrieval and reranking score them with MaxSim) and a plain call gives the
-    token-weighted mean of the same windows (the `segments` vector) to every other task.
+    model's default) and `overlap` are passed to `encode`. With `multivector`, `windows()` gives each
+    text's window embeddings (retrieval and reranking score them with MaxSim), and a plain call gives
+    the token-weighted mean of the same windows (the `segments` vector) to every other task.
     """
 
     def __init__(self, model, batch_size: int = 16, show_progress_bar: bool = True, long_texts: str | None = None,
@@ -145,7 +145,8 @@ class Embedder:
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start:start + self.batch_size]
                 if self.long_texts == "multivector":
-                    for key, (parts, mean) in zip(chunk, _encode_windows(self.model, chunk, self.batch_size, self.overlap)):
+                    encoded = _encode_windows(self.model, chunk, self.batch_size, self.overlap)
+                    for key, (parts, mean) in zip(chunk, encoded):
                         self._windows[key] = np.asarray(parts, dtype=np.float32)
                         self._cache[key] = np.asarray(mean, dtype=np.float32)
                 else:
