@@ -129,7 +129,7 @@ def test_evaluate_paper14_path_with_local_tasks(model, monkeypatch, tmp_path):
     import llm2comp.evaluation.mteb_adapter as adapter
     from llm2comp.evaluation import evaluate
 
-    monkeypatch.setattr(adapter, "load_paper14", lambda: [LocalSTS(), LocalRetrieval()])
+    monkeypatch.setattr(adapter, "load_mteb_suite", lambda suite: [LocalSTS(), LocalRetrieval()])
     results = evaluate(model, "paper14", tmp_path, instructions={"LocalSTS": ""}, show_progress_bar=False)
     assert results["suite"] == "paper14" and [r["task_name"] for r in results["tasks"]] == ["LocalSTS",
                                                                                              "LocalRetrieval"]

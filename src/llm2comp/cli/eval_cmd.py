@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
+from .long_text_options import add_long_text_arguments
 
 EPILOG = """examples:
   llm2comp eval --model smollm2-135m --pooling mean --output eval/mean      # untrained baseline, offline
   llm2comp eval --model runs/stage3/final --output eval/trained --compare eval/mean
   llm2comp eval --model runs/stage3/final --suite paper14 --output eval/mteb  # needs the Hugging Face Hub
   llm2comp eval --model runs/stage3/final --suite my_suite.yaml             # your files (docs/evaluation.md)
+  llm2comp eval --model runs/stage3/final --suite longdoc --long-texts segments  # whole Wikipedia articles
 """
 
 
@@ -25,7 +27,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--pooling", choices=["memory_mean", "mean", "last"], default=None,
                         help="for a plain backbone: mean / last = the untrained token-pooling baselines")
     parser.add_argument("--suite", default="offline",
-                        help="offline (packaged data, default), paper14 (MTEB, needs the Hub), or FILE.yaml")
+                        help="offline (packaged data, default), longdoc (packaged long Wikipedia articles), "
+                        "paper14 or longembed (MTEB, need the Hub), or FILE.yaml")
     parser.add_argument("--output", default=None, help="folder for results.json, report.md and plots")
     parser.add_argument("--compare", default=None,
                         help="a saved results.json (or its folder), or another model to evaluate side by side")
@@ -39,6 +42,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the spectrum / memory diagnostics")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    add_long_text_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -61,6 +65,7 @@ def _read_instructions(path: str | None) -> dict[str, str] | None:
 def run(args) -> int:
     from ..evaluation.report import REPORT_NAME, model_label
     from ..evaluation.runner import evaluate, load_model
+    from ..evaluation.suites import MTEB_SUITE_NAMES
 
     if args.max_items is not None and args.max_items < 1:
         raise ValueError(f"--max-items must be >= 1, got {args.max_items}")
@@ -68,12 +73,13 @@ def run(args) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     instructions = _read_instructions(args.instructions)
     model = args.model
-    if args.suite != "paper14":  # paper14 checks the Hub before loading the model
+    if args.suite not in MTEB_SUITE_NAMES:  # MTEB suites check the Hub before loading the model
         model = load_model(args.model, args.pooling, dtype=args.dtype, device=args.device)
     results = evaluate(model, args.suite, args.output, pooling=args.pooling if isinstance(model, str) else None,
                        max_items=args.max_items, seed=args.seed, batch_size=args.batch_size,
                        diagnostics=not args.no_diagnostics, compare=args.compare, compare_pooling=args.compare_pooling,
-                       instructions=instructions, name=args.model, dtype=args.dtype, device=args.device)
+                       instructions=instructions, name=args.model, dtype=args.dtype, device=args.device,
+                       long_texts=args.long_texts, overlap=args.overlap)
     print(f"\n{model_label(results)} on {results['suite']}: average {100 * results['average']:.2f} over "
           f"{len(results['tasks'])} tasks in {results['elapsed_s']:.0f} s")
     if results.get("comparison"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
+from .long_text_options import add_long_text_arguments
 
 EXAMPLE_DOCUMENTS = [
     "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
@@ -29,11 +30,12 @@ def add_parser(sub) -> None:
     parser.add_argument("--documents", default=None, help=".txt/.jsonl file of documents (default: examples)")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
     parser.add_argument("--top", type=int, default=2)
+    add_long_text_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def semantic_search(model, queries, documents, instruction: str | None, top: int):
-    """Return, per query, the `top` (score, document) pairs, best first."""
+    """Return, per query, the `top` (score, document) pairs, best first (MaxSim for multivector models)."""
     query_embeddings = model.encode_query(queries, instruction=instruction)
     document_embeddings = model.encode_document(documents)
     scores = model.similarity(query_embeddings, document_embeddings)
@@ -55,6 +57,6 @@ def run(args) -> int:
 
     documents = read_texts(args.documents) if args.documents else EXAMPLE_DOCUMENTS
     queries = args.query or EXAMPLE_QUERIES
-    model = LLM2Comp.from_pretrained(args.model)
+    model = LLM2Comp.from_pretrained(args.model, long_texts=args.long_texts, long_text_overlap=args.overlap)
     print_search(queries, semantic_search(model, queries, documents, args.instruction, args.top))
     return 0

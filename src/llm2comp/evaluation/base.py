@@ -49,16 +49,27 @@ def single_threaded():
 
 
 # ---------------------------------------------------------------------------------------------- encoding
-def _encode_batch(model, items: list[tuple[str | None, str]], batch_size: int) -> np.ndarray:
+def _encode_batch(model, items: list[tuple[str | None, str]], batch_size: int,
+                  long_texts: str | None = None, overlap: int | None = None) -> np.ndarray:
     """Embed `(instruction, text)` items with an LLM2Comp model or any sentence-transformers-like model."""
     from ..models.encoder import LLM2Comp
 
     if isinstance(model, LLM2Comp):
         inputs = [(instruction, text) if instruction else text for instruction, text in items]
-        return model.encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+        return model.encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
+                            long_texts=long_texts, overlap=overlap)
     texts = [DEFAULT_INSTRUCTION_TEMPLATE.format(instruction=i, text=t) if i else t for i, t in items]
     out = model.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
     return np.asarray(out, dtype=np.float32)
+
+
+def _encode_windows(model, items: list[tuple[str | None, str]], batch_size: int,
+                    overlap: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per item: (its window embeddings (S, d), its `segments` vector (d,)), from one pass of an LLM2Comp."""
+    inputs = [(instruction, text) if instruction else text for instruction, text in items]
+    windows = model.encode_windows(inputs, batch_size=batch_size, show_progress_bar=False, overlap=overlap)
+    means = windows.weighted_mean().numpy()
+    return [(part.numpy(), mean) for part, mean in zip(windows.split(), means)]
 
 
 def _summarise_warnings(caught, desc: str) -> None:
@@ -72,7 +83,8 @@ def _summarise_warnings(caught, desc: str) -> None:
             seen.add(str(item.message))
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     if truncated:
-        warnings.warn(f"{desc}: {truncated} text(s) were cut to the model's max_length", stacklevel=3)
+        warnings.warn(f"{desc}: {truncated} text(s) were cut to the model's max_length (long_texts='segments' "
+                      "keeps them whole)", stacklevel=4)
 
 
 class Embedder:
@@ -80,20 +92,49 @@ class Embedder:
 
     `model` is an `LLM2Comp` (instructions through its template) or any object with a
     sentence-transformers `encode(texts, batch_size=..., show_progress_bar=..., convert_to_numpy=...)`
-    (instructions prepended as `"{instruction}: {text}"`).
+    (instructions prepended as `"{instruction}: {text}"`). `long_texts` (LLM2Comp only; None = the
+    model's default) and `overlap` are passed to `encode`. With `multivector`, `windows()` gives each
+    text's window embeddings (retrieval and reranking score them with MaxSim), and a plain call gives
+    the token-weighted mean of the same windows (the `segments` vector) to every other task.
     """
 
-    def __init__(self, model, batch_size: int = 16, show_progress_bar: bool = True):
+    def __init__(self, model, batch_size: int = 16, show_progress_bar: bool = True, long_texts: str | None = None,
+                 overlap: int | None = None):
+        from ..models.encoder import LLM2Comp
+        from ..models.long_texts import check_long_texts
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if long_texts is not None:
+            check_long_texts(long_texts)
+        if not isinstance(model, LLM2Comp) and long_texts not in (None, "truncate"):
+            raise ValueError(f"long_texts={long_texts!r} needs an LLM2Comp model; {type(model).__name__} truncates")
         self.model = model
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
+        if isinstance(model, LLM2Comp) and long_texts is None:
+            long_texts = model.config.long_texts
+        self.long_texts = long_texts or "truncate"
+        self.overlap = overlap
         self._cache: dict[tuple[str | None, str], np.ndarray] = {}
+        self._windows: dict[tuple[str | None, str], np.ndarray] = {}  # multivector mode only
         self.num_encoded = 0  # texts actually run through the model (cache misses)
 
     def __call__(self, texts: list[str], instruction: str | None = None, desc: str = "encode") -> np.ndarray:
         """Return float32 embeddings (n, d) of `texts` in order, encoding only what is not cached."""
+        keys = self._fill(texts, instruction, desc)
+        if not keys:
+            return np.zeros((0, self.dimension or 0), dtype=np.float32)
+        return np.stack([self._cache[key] for key in keys])
+
+    def windows(self, texts: list[str], instruction: str | None = None, desc: str = "encode") -> list[np.ndarray]:
+        """Each text's window embeddings (S_i, d), float32 (multivector mode only)."""
+        if self.long_texts != "multivector":
+            raise ValueError(f"windows() needs long_texts='multivector', this embedder uses {self.long_texts!r}")
+        return [self._windows[key] for key in self._fill(texts, instruction, desc)]
+
+    def _fill(self, texts: list[str], instruction: str | None, desc: str) -> list[tuple[str | None, str]]:
+        """Encode the keys of `texts` that are not cached yet; return all keys in order."""
         keys = [(instruction or None, text) for text in texts]
         missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
         # longest first, so each model call holds texts of similar length (little padding)
@@ -103,15 +144,19 @@ class Embedder:
             warnings.simplefilter("always")
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start:start + self.batch_size]
-                vectors = _encode_batch(self.model, chunk, self.batch_size)
-                for key, vector in zip(chunk, vectors):
-                    self._cache[key] = np.asarray(vector, dtype=np.float32)
+                if self.long_texts == "multivector":
+                    encoded = _encode_windows(self.model, chunk, self.batch_size, self.overlap)
+                    for key, (parts, mean) in zip(chunk, encoded):
+                        self._windows[key] = np.asarray(parts, dtype=np.float32)
+                        self._cache[key] = np.asarray(mean, dtype=np.float32)
+                else:
+                    vectors = _encode_batch(self.model, chunk, self.batch_size, self.long_texts, self.overlap)
+                    for key, vector in zip(chunk, vectors):
+                        self._cache[key] = np.asarray(vector, dtype=np.float32)
                 bar.update(len(chunk))
         self.num_encoded += len(missing)
         _summarise_warnings(caught, desc)
-        if not keys:
-            return np.zeros((0, self.dimension or 0), dtype=np.float32)
-        return np.stack([self._cache[key] for key in keys])
+        return keys
 
     @property
     def dimension(self) -> int | None:

@@ -8,8 +8,11 @@ order, from the `instructions` mapping given to the adapter, from `DEFAULT_INSTR
 E5-mistral / LLM2Vec instructions for the 14 paper tasks), then from the generic instruction of the
 task type. An empty string switches the instruction off for a task.
 
-The `paper14` suite needs the Hugging Face Hub (mteb downloads each data set); without it,
-`load_paper14` raises `HubUnavailableError` with what to do instead of a traceback.
+The `paper14` and `longembed` suites need the Hugging Face Hub (mteb downloads each data set);
+without it, `load_mteb_suite` raises `HubUnavailableError` with what to do instead of a traceback.
+`longembed` is MTEB's LongEmbed benchmark (Zhu et al. 2024): six retrieval tasks whose documents run
+to thousands of tokens (32k for the synthetic needle / passkey ones), the place for
+`long_texts="segments"`. A multivector model cannot run in MTEB, which scores one vector per text.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ PAPER14 = ("BiorxivClusteringS2S", "MedrxivClusteringS2S", "TwentyNewsgroupsClus
            "ArguAna", "STS17", "SICK-R", "STSBenchmark", "Banking77Classification", "EmotionClassification",
            "SprintDuplicateQuestions", "StackOverflowDupQuestions", "SciDocsRR")
 PAPER14_SUBSETS = {"STS17": ["en-en"]}  # the paper reports English STS17 only
+LONGEMBED = ("LEMBNarrativeQARetrieval", "LEMBQMSumRetrieval", "LEMBWikimQARetrieval", "LEMBSummScreenFDRetrieval",
+             "LEMBNeedleRetrieval", "LEMBPasskeyRetrieval")
+MTEB_SUITES = {"paper14": PAPER14, "longembed": LONGEMBED}
+MTEB_SUITE_DESCRIPTIONS = {"paper14": "the paper's 14 MTEB datasets (mteb.evaluate)",
+                           "longembed": "MTEB LongEmbed: 6 long-document retrieval datasets (mteb.evaluate)"}
 STS_INSTRUCTION = "Retrieve semantically similar text"
 DEFAULT_INSTRUCTIONS = {
     "BiorxivClusteringS2S": "Identify the main category of Biorxiv papers based on the titles",
@@ -72,7 +80,7 @@ class MTEBEncoder:
 
     def __init__(self, model_name, revision: str | None = None, *, device: str | None = None,
                  instructions: dict[str, str] | None = None, batch_size: int = 16, name: str | None = None,
-                 **load_kwargs):
+                 long_texts: str | None = None, overlap: int | None = None, **load_kwargs):
         from ..models.encoder import LLM2Comp
 
         if isinstance(model_name, LLM2Comp):
@@ -83,6 +91,11 @@ class MTEBEncoder:
         self.batch_size = batch_size
         self.name = name or str(getattr(self.model.config, "backbone", "model"))
         self.revision = revision
+        self.long_texts = long_texts or self.model.config.long_texts
+        self.overlap = overlap
+        if self.long_texts == "multivector":
+            raise ValueError("MTEB scores one vector per text: use long_texts='segments' (or 'truncate') with MTEB "
+                             "suites; multivector runs on the offline task types (retrieval, reranking)")
 
     def instruction_for(self, task_name: str, task_type: str, prompt_type=None) -> str | None:
         """The instruction for one input kind of a task (module docstring), or None."""
@@ -102,7 +115,8 @@ class MTEBEncoder:
         texts = [text if text.strip() else " " for text in texts]  # MTEB data has rare empty documents
         return self.model.encode(texts, batch_size=kwargs.get("batch_size") or self.batch_size,
                                  show_progress_bar=kwargs.get("show_progress_bar", False), instruction=instruction,
-                                 convert_to_numpy=True)
+                                 convert_to_numpy=True, long_texts=self.long_texts,
+                                 overlap=self.overlap)
 
     def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
         """Cosine similarity matrix (n, m)."""
@@ -126,7 +140,7 @@ class MTEBEncoder:
         })
 
 
-def load_task_data(task) -> None:
+def load_task_data(task, suite: str = "paper14") -> None:
     """Load an mteb task's data; a download failure becomes `HubUnavailableError` with what to do."""
     if task.data_loaded:
         return
@@ -135,26 +149,34 @@ def load_task_data(task) -> None:
     except (ConnectionError, OSError, TimeoutError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HubUnavailableError(
-            f"the paper14 suite downloads its data sets from the Hugging Face Hub, and {task.metadata.name} "
+            f"the {suite} suite downloads its data sets from the Hugging Face Hub, and {task.metadata.name} "
             f"could not be fetched ({type(error).__name__}: {first_line}). Check the network and "
-            "HF_HUB_OFFLINE / HF_ENDPOINT, or evaluate offline with --suite offline (or a suite YAML on "
+            "HF_HUB_OFFLINE / HF_ENDPOINT, or evaluate offline with --suite "
+            f"{'longdoc' if suite == 'longembed' else 'offline'} (or a suite YAML on "
             "your own files).") from None
 
 
 def load_paper14(names=PAPER14) -> list:
-    """The paper's tasks from mteb; the first one's data is loaded at once, so a missing Hub fails fast.
+    """The paper's tasks from mteb (`load_mteb_suite("paper14")`)."""
+    return load_mteb_suite("paper14", names)
 
-    The others load one at a time in `run_mteb` (and are unloaded after), to keep memory small.
-    """
+
+def load_mteb_suite(suite: str, names=None) -> list:
+    """The tasks of an MTEB suite (`MTEB_SUITES`); the first one's data is loaded at once, so a missing
+    Hub fails fast. The others load one at a time in `run_mteb` (and are unloaded after), to keep
+    memory small."""
+    if suite not in MTEB_SUITES:
+        raise ValueError(f"unknown MTEB suite {suite!r}; choose one of {list(MTEB_SUITES)}")
     mteb = require_mteb()
-    found = {task.metadata.name: task for task in mteb.get_tasks(tasks=list(names))}
+    names = list(names or MTEB_SUITES[suite])
+    found = {task.metadata.name: task for task in mteb.get_tasks(tasks=names)}
     tasks = [mteb.get_task(name, hf_subsets=PAPER14_SUBSETS[name]) if name in PAPER14_SUBSETS else found[name]
              for name in names]
-    load_task_data(tasks[0])
+    load_task_data(tasks[0], suite)
     return tasks
 
 
-def run_mteb(encoder: MTEBEncoder, tasks, show_progress_bar: bool = True) -> list[dict]:
+def run_mteb(encoder: MTEBEncoder, tasks, show_progress_bar: bool = True, suite: str = "paper14") -> list[dict]:
     """Evaluate `tasks` with mteb.evaluate (no result cache) and return llm2comp task records."""
     import time
 
@@ -162,7 +184,7 @@ def run_mteb(encoder: MTEBEncoder, tasks, show_progress_bar: bool = True) -> lis
     records = []
     for task in tasks:
         start = time.perf_counter()
-        load_task_data(task)
+        load_task_data(task, suite)
         count = _count_items(task)  # before mteb.evaluate, which may transform the data
         result = mteb.evaluate(encoder, task, cache=None, show_progress_bar=show_progress_bar,
                                encode_kwargs={"batch_size": encoder.batch_size, "show_progress_bar": show_progress_bar})

@@ -32,6 +32,12 @@ class RerankItem:
     negatives: list[str]
 
 
+def maxsim_scores(queries, documents) -> np.ndarray:
+    from ..models.maxsim import maxsim
+
+    return maxsim(queries, documents).double().numpy()
+
+
 def reranking_metrics(scores_per_query: list[np.ndarray], labels_per_query: list[np.ndarray]) -> dict[str, float]:
     """`map` (main), `mrr_at_10`, `ndcg_at_10` of each query's candidates ordered by score."""
     rankings, relevance = [], []
@@ -63,13 +69,16 @@ class RerankingTask(Task):
         return len(self.items)
 
     def evaluate(self, embed: Embedder) -> dict[str, float]:
-        queries = embed([item.query for item in self.items], self.instruction, desc=f"{self.name} (queries)")
+        multivector = embed.long_texts == "multivector"  # then MaxSim over windows (models/maxsim.py)
+        encode = embed.windows if multivector else embed
+        queries = encode([item.query for item in self.items], self.instruction, desc=f"{self.name} (queries)")
         candidates = [c for item in self.items for c in item.positives + item.negatives]
-        doc_embeddings = embed(candidates, None, desc=f"{self.name} (candidates)")
+        doc_embeddings = encode(candidates, None, desc=f"{self.name} (candidates)")
+        score = maxsim_scores if multivector else cosine_matrix
         scores, labels, start = [], [], 0
         for q, item in enumerate(self.items):
             count = len(item.positives) + len(item.negatives)
-            scores.append(cosine_matrix(queries[q:q + 1], doc_embeddings[start:start + count])[0])
+            scores.append(score(queries[q:q + 1], doc_embeddings[start:start + count])[0])
             labels.append(np.array([1] * len(item.positives) + [0] * len(item.negatives)))
             start += count
         return reranking_metrics(scores, labels)

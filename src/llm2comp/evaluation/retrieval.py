@@ -9,7 +9,8 @@ one relevant document (MTEB drops the others):
 - `map_at_k`: sum of precision@r over relevant documents at ranks r <= k, / all relevant documents.
 - `precision_at_k`: relevant documents in the top k / k.
 A document is relevant when its qrel score is > 0. Ties keep corpus order. Queries get the task's
-instruction; documents never do.
+instruction; documents never do. With a multivector embedder (`long_texts="multivector"`), queries
+and documents are scored by MaxSim over their windows (models/maxsim.py) instead of cosine.
 
 File format (BEIR-like): `queries` and `corpus` files (TSV/CSV/JSONL) with `id` and `text` columns
 (corpus: optional `title`, prepended to the text); a `qrels` file with `query-id`, `corpus-id`,
@@ -29,14 +30,21 @@ from .formats import as_float, as_text, read_table
 K_VALUES = (1, 3, 5, 10, 100)
 
 
-def rank_documents(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, top_k: int,
-                   chunk: int = 256) -> np.ndarray:
-    """Indices of the `top_k` most cosine-similar documents per query, best first, (Q, top_k)."""
-    docs = normalize_rows(doc_embeddings)
+def rank_documents(query_embeddings, doc_embeddings, top_k: int, chunk: int = 256) -> np.ndarray:
+    """Indices of the `top_k` most similar documents per query, best first, (Q, top_k).
+
+    Dense (n, d) embeddings are compared by cosine; when either side is a multivector list (one
+    (windows, d) array per text), by MaxSim.
+    """
+    from ..models.maxsim import is_multivector, maxsim
+
+    multivector = is_multivector(query_embeddings) or is_multivector(doc_embeddings)
+    docs = doc_embeddings if multivector else normalize_rows(doc_embeddings)
     top_k = min(top_k, len(docs))
     out = []
     for start in range(0, len(query_embeddings), chunk):  # (chunk, D) at a time: large corpora fit memory
-        scores = normalize_rows(query_embeddings[start:start + chunk]) @ docs.T
+        queries = query_embeddings[start:start + chunk]
+        scores = maxsim(queries, docs).double().numpy() if multivector else normalize_rows(queries) @ docs.T
         out.append(np.argsort(-scores, axis=1, kind="stable")[:, :top_k])
     return np.concatenate(out) if out else np.zeros((0, top_k), dtype=np.int64)
 
@@ -74,9 +82,9 @@ def ranking_metrics(rankings: list[list[int]], relevance: list[dict[int, float]]
     return {key: float(np.mean(values)) for key, values in per_query.items()}
 
 
-def retrieval_metrics(query_embeddings: np.ndarray, doc_embeddings: np.ndarray,
-                      relevance: list[dict[int, float]], k_values=K_VALUES) -> dict[str, float]:
-    """Rank the corpus by cosine similarity and score it; `main_score` = `ndcg_at_10`."""
+def retrieval_metrics(query_embeddings, doc_embeddings, relevance: list[dict[int, float]],
+                      k_values=K_VALUES) -> dict[str, float]:
+    """Rank the corpus (cosine, or MaxSim for multivector embeddings) and score it; `main_score` = `ndcg_at_10`."""
     rankings = rank_documents(query_embeddings, doc_embeddings, top_k=max(k_values)).tolist()
     out = ranking_metrics(rankings, relevance, k_values)
     out["main_score"] = out["ndcg_at_10"]
@@ -110,8 +118,9 @@ class RetrievalTask(Task):
         return len(self.queries)
 
     def evaluate(self, embed: Embedder) -> dict[str, float]:
-        query_embeddings = embed(self.queries, self.instruction, desc=f"{self.name} (queries)")
-        doc_embeddings = embed(self.corpus, None, desc=f"{self.name} (corpus)")
+        encode = embed.windows if embed.long_texts == "multivector" else embed
+        query_embeddings = encode(self.queries, self.instruction, desc=f"{self.name} (queries)")
+        doc_embeddings = encode(self.corpus, None, desc=f"{self.name} (corpus)")
         out = retrieval_metrics(query_embeddings, doc_embeddings, self.relevance)
         out["corpus_size"] = float(len(self.corpus))
         return out

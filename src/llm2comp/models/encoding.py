@@ -80,10 +80,29 @@ def encode_items(model, items: list[tuple[str | None, str]], *, batch_size: int 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not items:
         return torch.empty(0, model.hidden_size)
-    template = model.config.instruction_template
-    texts = [apply_instruction(instruction, text, template) for instruction, text in items]
-    ids, truncated = model.tokenize(texts)
+    ids, truncated = model.tokenize(apply_instructions(model, items))
     model.warn_truncated(truncated)
+    out = embed_rows(model, ids, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                     padding_side=padding_side)
+    return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+
+def apply_instructions(model, items: list[tuple[str | None, str]]) -> list[str]:
+    """The texts the model reads: each instruction put in front of its text with the model's template."""
+    template = model.config.instruction_template
+    return [apply_instruction(instruction, text, template) for instruction, text in items]
+
+
+def embed_rows(model, ids: list[list[int]], *, batch_size: int = 32, show_progress_bar: bool | None = None,
+               padding_side: str = "right") -> torch.Tensor:
+    """Pooled embeddings of token-id rows that already fit `max_length`: float32 CPU (n, d), input order.
+
+    Every row is laid out as `[BOS] row [M1..Mk]`; rows are grouped by `plan_batches`. Long texts cut
+    into windows come through here too, so their windows share batches with each other and with
+    ordinary texts.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     # longest first: the first batch shows the peak memory at once
     row_lengths = [len(row) + len(model.prefix_ids()) + model.num_memory_tokens for row in ids]
     batches = plan_batches(row_lengths, batch_size)
@@ -95,10 +114,7 @@ def encode_items(model, items: list[tuple[str | None, str]], *, batch_size: int 
         with torch.inference_mode():
             for chosen in tqdm(batches, desc="encode", disable=not show, unit="batch"):
                 batch = model.collate([ids[i] for i in chosen], padding_side=padding_side)
-                embedded = model(batch).float()
-                if normalize:
-                    embedded = torch.nn.functional.normalize(embedded, dim=-1)
-                out[chosen] = embedded.cpu()
+                out[chosen] = model(batch).float().cpu()
     finally:
         model.train(was_training)
     return out
