@@ -25,11 +25,13 @@ def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp
     argv = ["demo", "--config", str(tmp_path / "demo.yaml"), "--eval-items", "12"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "## Comparison" in out and "| **average**" in out and "query: " in out
+    assert "| backbone (mean) | after pretrain | after unsupervised |" in out and "| **average**" in out
+    assert "query: " in out
     trained = json.loads((tmp_path / "run" / "eval" / "trained" / "results.json").read_text())
-    assert trained["comparison"]["shared_tasks"] == len(trained["tasks"]) >= 5
-    assert trained["settings"]["max_items"] == 12
+    after_pretrain = json.loads((tmp_path / "run" / "eval" / "after-pretrain" / "results.json").read_text())
+    assert len(trained["tasks"]) == len(after_pretrain["tasks"]) >= 5
+    assert trained["settings"]["max_items"] == 12 and trained["average"] != after_pretrain["average"]
     assert (tmp_path / "run" / "unsupervised" / "model" / "llm2comp_config.json").is_file()
     assert main(argv) == 0  # second run: stages and evaluations reused
     again = capsys.readouterr().out
-    assert again.count("reusing") >= 2 and "train:" not in again
+    assert again.count("reusing") >= 3 and "train:" not in again

@@ -3,8 +3,8 @@
 1. resolve the default backbone (SmolLM2-135M from its PyPI package, converted once);
 2. train the CPU-sized pipeline (configs/quickstart.yaml: stage 1 KL compression, stage 2 SimCSE),
    resumable: a second run reuses finished stages and resumes an interrupted one;
-3. evaluate the untrained backbone (mean pooling) and the trained model on the offline suite and
-   print them side by side (saved results are reused when their settings match);
+3. evaluate the untrained backbone (mean pooling) and the model after every stage on the offline
+   suite and print them side by side (saved results are reused when their settings match);
 4. load the saved model and run a small semantic search with it.
 """
 
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     parser.set_defaults(run=run, accepts_overrides=True)
 
 
-def _cached_evaluation(model, output_dir: Path, *, pooling=None, max_items=None, compare=None) -> dict:
+def _cached_evaluation(model, output_dir: Path, *, pooling=None, max_items=None) -> dict:
     """Evaluate, or reuse `output_dir/results.json` when it was made for the same model and settings."""
     from ..evaluation import evaluate, load_results
 
@@ -39,13 +39,12 @@ def _cached_evaluation(model, output_dir: Path, *, pooling=None, max_items=None,
     if saved.is_file():
         results = load_results(saved)
         same = (results.get("settings", {}).get("max_items") == max_items
-                and results.get("model", {}).get("name") == str(model)
-                and (compare is None or results.get("comparison") is not None))
+                and results.get("model", {}).get("name") == str(model))
         if same:
             print(f"  reusing {saved}")
             return results
     return evaluate(str(model), suite="offline", output_dir=output_dir, pooling=pooling, max_items=max_items,
-                    compare=compare, name=str(model))
+                    name=str(model))
 
 
 def run(args, overrides: list[str] = ()) -> int:
@@ -71,14 +70,17 @@ def run(args, overrides: list[str] = ()) -> int:
 
     root = Path(configs[-1].output_dir).parent
     if not args.no_eval:
-        print("[3/4] offline evaluation: untrained backbone (mean pooling) vs trained model")
-        baseline = _cached_evaluation(configs[0].model, root / "eval" / "baseline-mean", pooling="mean",
-                                      max_items=args.eval_items)
-        trained = _cached_evaluation(model_dir, root / "eval" / "trained", max_items=args.eval_items,
-                                     compare=baseline)
-        from ..evaluation.report import comparison_markdown
+        print("[3/4] offline evaluation: untrained backbone (mean pooling), then the model after each stage")
+        columns = [("backbone (mean)", _cached_evaluation(configs[0].model, root / "eval" / "baseline-mean",
+                                                           pooling="mean", max_items=args.eval_items))]
+        for config in configs:
+            stage_dir = Path(config.output_dir) / "model"
+            folder = "trained" if config is configs[-1] else f"after-{config.stage}"
+            columns.append((f"after {config.stage}", _cached_evaluation(stage_dir, root / "eval" / folder,
+                                                                         max_items=args.eval_items)))
+        from ..evaluation.report import stages_markdown
 
-        print("\n".join(comparison_markdown(trained["comparison"])))
+        print("\n".join(["## Offline suite, scores x 100", "", *stages_markdown(columns)]))
         timings["evaluation_s"] = time.perf_counter() - started - sum(timings.values())
 
     print("[4/4] the saved model in use: semantic search")

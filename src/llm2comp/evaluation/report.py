@@ -135,6 +135,27 @@ def comparison_markdown(comparison: dict) -> list[str]:
     return lines + [""]
 
 
+def stages_markdown(columns: list[tuple[str, dict]]) -> list[str]:
+    """One row per task, one column per evaluated model (e.g. backbone, stage 1, stage 2), and the
+    change of the last column against the first; scores x 100."""
+    if not columns:
+        return []
+    first = columns[0][1]
+    scores = [{t["task_name"]: t for t in results["tasks"]} for _, results in columns]
+    names = [t["task_name"] for t in first["tasks"] if all(t["task_name"] in s for s in scores)]
+    labels = " | ".join(label for label, _ in columns)
+    lines = [f"| task | metric | {labels} | Δ last - first |", "|---|---|" + "---:|" * (len(columns) + 1)]
+    for name in names:
+        values = [s[name]["main_score"] for s in scores]
+        lines.append(f"| {name} | {scores[0][name]['main_metric']} | " + " | ".join(_pct(v) for v in values)
+                     + f" | {100 * (values[-1] - values[0]):+.2f} |")
+    averages = [sum(s[n]["main_score"] for n in names) / len(names) if names else None for s in scores]
+    delta = "—" if None in averages else f"{100 * (averages[-1] - averages[0]):+.2f}"
+    lines.append(f"| **average** ({len(names)} tasks) | | " + " | ".join(f"**{_pct(a)}**" for a in averages)
+                 + f" | **{delta}** |")
+    return lines + [""]
+
+
 def write_report(results: dict, output_dir: str | Path) -> tuple[Path, Path]:
     """Write `results.json` and `report.md` into `output_dir` (atomically); return both paths."""
     output_dir = Path(output_dir)
