@@ -40,6 +40,9 @@ def test_documented_command_is_valid(argv, monkeypatch, capsys):
     if argv[0] == "train":
         assert main([*argv, "--dry-run"]) == 0, capsys.readouterr().err
         assert "stage:" in capsys.readouterr().out
+    elif argv[0] == "study":  # every documented study config resolves all its runs
+        assert main([*argv, "--dry-run"]) == 0, capsys.readouterr().err
+        assert "objective:" in capsys.readouterr().out
     else:
         args, extra = build_parser().parse_known_args(argv)
         assert not extra, f"unknown options {extra}"

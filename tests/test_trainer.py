@@ -117,7 +117,13 @@ def test_config_files_and_overrides(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     from llm2comp.recipes.pipeline import is_pipeline_file, load_pipeline
+    from llm2comp.recipes.study import load_study_config, plan_runs
 
+    if path.name.startswith("study_"):  # a study: every run resolves, each with its arm's objective
+        study = load_study_config(path)
+        runs = plan_runs(study)
+        assert runs and all(r.config.objective == study.arms[r.arm]["objective"] for r in runs)
+        return
     configs = load_pipeline(path) if is_pipeline_file(path) else [load_stage_config(path)]
     expected = "mntp" if "mntp" in path.name else "kl"
     assert configs and all(c.objective == expected for c in configs if c.stage == "pretrain")
