@@ -69,6 +69,7 @@ def run(args) -> int:
     from ..server.app import create_app
 
     settings = settings_from_args(args)
+    log_to_stderr(args.log_level)
     failures = []
 
     def stop_on_failure(error: BaseException) -> None:
@@ -82,3 +83,15 @@ def run(args) -> int:
     if failures:
         raise ValueError(f"could not load the model {settings.model}: {failures[0]}")
     return 0
+
+
+def log_to_stderr(level: str) -> None:
+    """The server's own messages (model ready, load failures), in uvicorn's style."""
+    import logging
+
+    logger = logging.getLogger("llm2comp")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())

@@ -49,8 +49,11 @@ class ServerState:
         self.error: BaseException | None = None
         self.stopping = False
 
-    def serve(self, model) -> None:
-        service = EmbeddingService(model, self.settings, self.metrics)
+    def prepare(self, model) -> EmbeddingService:
+        """The service over `model` (checks the settings against the model: a ValueError names the flag)."""
+        return EmbeddingService(model, self.settings, self.metrics)
+
+    def serve(self, service: EmbeddingService) -> None:
         service.start()
         self.service = service
         self.metrics.set("model_ready", 1)
@@ -63,10 +66,11 @@ def create_app(settings: ServerSettings, *, model=None, loader: Callable[[Server
     """A ready-to-run app. `model`: an LLM2Comp already in memory (else `loader(settings)` runs on a
     background thread at start-up). `on_fatal(error)` is called if loading fails."""
     state = ServerState(settings)
+    prepared = state.prepare(model) if model is not None else None
 
     def load_in_background(loop: asyncio.AbstractEventLoop) -> None:
         try:
-            state.serve(loader(settings))
+            state.serve(state.prepare(loader(settings)))
         except BaseException as error:  # reported by /health; the CLI stops the server
             log.exception("could not load the model %s", settings.model)
             state.error = error
@@ -75,8 +79,8 @@ def create_app(settings: ServerSettings, *, model=None, loader: Callable[[Server
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if model is not None:
-            state.serve(model)
+        if prepared is not None:
+            state.serve(prepared)
         else:
             threading.Thread(target=load_in_background, args=(asyncio.get_running_loop(),),
                              name="llm2comp-load", daemon=True).start()
