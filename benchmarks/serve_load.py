@@ -251,7 +251,7 @@ def main(argv=None) -> None:
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['clients']} | {row['texts']} | {row['texts_per_s']:.2f} | "
-                     f"**{row['texts_per_s'] / offline_tps:.2f}x** | {row["p50_s"]:.2f} s | {row["p99_s"]:.2f} s | "
+                     f"**{row['texts_per_s'] / offline_tps:.2f}x** | {row['p50_s']:.2f} s | {row['p99_s']:.2f} s | "
                      f"{row['errors']} | {row['peak_rss_mb']:,.0f} MB | {row['mean_inputs_per_pass']:.1f} | "
                      f"{row['max_abs_diff']:.1e} |")
     print("\n".join(lines))
