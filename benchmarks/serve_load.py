@@ -1,14 +1,15 @@
 """Load test of `llm2comp serve`: N concurrent clients on loopback against offline `encode` of the same texts.
 
     .venv/bin/python benchmarks/serve_load.py                      # 200 clients, 256 texts
-    .venv/bin/python benchmarks/serve_load.py --clients 200,20     # one server run per client count
+    .venv/bin/python benchmarks/serve_load.py --clients 200,20 --repeats 2   # alternating runs
     .venv/bin/python benchmarks/serve_load.py --quick              # smoke run: 40 texts, 20 clients
 
 Texts: benchmarks/encode.py's fixed-seed mix of real reviews, plot summaries and news paragraphs.
 
 - offline: `LLM2Comp.encode(texts, batch_size=32, normalize_embeddings=True)` in a fresh process,
-  after a 4-text warm-up; run before and after the server runs, and averaged, so both sides share
-  the machine's load.
+  after a 4-text warm-up. Runs alternate (offline, the server runs, offline, ...) and each server
+  run is compared with the mean of the offline runs just before and after it, so that a shared,
+  busy machine moves both sides of a ratio together.
 - server:  `llm2comp serve` in a fresh process; after a 4-text warm-up request, N asyncio clients
   (one keep-alive connection each) take the texts from one shared list, `--texts-per-request` at a
   time, as base64 (what the openai client asks for), until the list is empty or `--max-seconds`
@@ -194,11 +195,41 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def server_row(result: dict, clients: int, repeat: int, reference: np.ndarray) -> dict:
+    served = sorted(result["results"])
+    diff = max((float(np.abs(result["results"][i] - reference[i]).max()) for i in served), default=float("nan"))
+    return dict(repeat=repeat, clients=clients, texts=len(served), seconds=result["seconds"],
+                texts_per_s=len(served) / result["seconds"], p50_s=percentile(result["latencies"], 50),
+                p99_s=percentile(result["latencies"], 99), errors=len(result["errors"]),
+                error_examples=result["errors"][:3], peak_rss_mb=result["peak_rss_mb"],
+                rss_ready_mb=result["rss_ready_mb"], mean_inputs_per_pass=result["mean_inputs_per_pass"],
+                max_abs_diff=diff, load_after=os.getloadavg()[0])
+
+
+def markdown(rows: list[dict], offline: list[dict], n_texts: int) -> str:
+    times = ", ".join(f"{run['seconds']:.1f}" for run in offline)
+    lines = [f"offline encode of the {n_texts} texts, one run before, between and after the server runs: {times} s "
+             f"(peak RSS {max(r['peak_rss_mb'] for r in offline):,.0f} MB)", "",
+             "| clients | run | texts/s | vs offline (neighbours) | p50 latency | p99 latency | errors "
+             "| server peak RSS | inputs / forward pass | max abs diff vs offline |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: (-r["clients"], r["repeat"])):
+        lines.append(f"| {row['clients']} | {row['repeat'] + 1} | {row['texts_per_s']:.2f} | "
+                     f"**{row['ratio']:.2f}x** | {row['p50_s']:.2f} s | {row['p99_s']:.2f} s | {row['errors']} | "
+                     f"{row['peak_rss_mb']:,.0f} MB | {row['mean_inputs_per_pass']:.1f} | {row['max_abs_diff']:.1e} |")
+    for clients in sorted({row["clients"] for row in rows}, reverse=True):
+        ratios = [row["ratio"] for row in rows if row["clients"] == clients]
+        lines.append(f"\n- {clients} clients: median ratio to offline **{statistics.median(ratios):.2f}x** "
+                     f"over {len(ratios)} run(s) (target >= 0.8x)")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--clients", default="200", help="comma-separated client counts, one server run each")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of: offline, then one server run per count")
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--max-batch-tokens", type=int, default=4096)
     parser.add_argument("--max-seconds", type=float, default=1800, help="per server run: no new requests after")
@@ -218,45 +249,35 @@ def main(argv=None) -> None:
     client_counts = [int(c) for c in args.clients.split(",")]
     texts = load_texts(args.texts, args.seed)
     rows, offline = [], []
+
+    def save():  # after every run, so an interrupted benchmark still leaves its data
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(rows=rows, offline=offline, args=vars(args)), indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         texts_file, reference_file = os.path.join(tmp, "texts.json"), os.path.join(tmp, "offline.npy")
         Path(texts_file).write_text(json.dumps(texts))
         print(f"{len(texts)} texts, model {args.model}, {args.threads} thread(s), clients {client_counts}, "
-              f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
-        offline.append(run_offline(args, texts_file, reference_file))
-        print(f"  offline: {offline[-1]['seconds']:.1f} s", file=sys.stderr)
-        reference = np.load(reference_file)
-        for clients in client_counts:
-            result = run_server(args, texts, clients)
-            served = sorted(result["results"])
-            diff = max((float(np.abs(result["results"][i] - reference[i]).max()) for i in served), default=float("nan"))
-            rows.append(dict(clients=clients, texts=len(served), seconds=result["seconds"],
-                             texts_per_s=len(served) / result["seconds"],
-                             p50_s=percentile(result["latencies"], 50), p99_s=percentile(result["latencies"], 99),
-                             errors=len(result["errors"]), error_examples=result["errors"][:3],
-                             peak_rss_mb=result["peak_rss_mb"], rss_ready_mb=result["rss_ready_mb"],
-                             mean_inputs_per_pass=result["mean_inputs_per_pass"], max_abs_diff=diff,
-                             load_after=os.getloadavg()[0]))
-            print(f"  {clients} clients: {rows[-1]['texts_per_s']:.2f} texts/s, {rows[-1]['errors']} errors, "
-                  f"load {rows[-1]['load_after']:.1f}", file=sys.stderr)
-        offline.append(run_offline(args, texts_file, reference_file))
-        print(f"  offline again: {offline[-1]['seconds']:.1f} s", file=sys.stderr)
-    offline_tps = len(texts) / statistics.mean(run["seconds"] for run in offline)
-    offline_times = ", ".join(f"{run['seconds']:.1f}" for run in offline)
-    lines = [f"offline encode: {len(texts)} texts in {offline_times} s "
-             f"(before / after the server runs) = {offline_tps:.2f} texts/s, peak RSS "
-             f"{max(r['peak_rss_mb'] for r in offline):,.0f} MB", "",
-             "| clients | texts | texts/s | vs offline | p50 latency | p99 latency | errors | server peak RSS "
-             "| inputs / forward pass | max abs diff vs offline |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        lines.append(f"| {row['clients']} | {row['texts']} | {row['texts_per_s']:.2f} | "
-                     f"**{row['texts_per_s'] / offline_tps:.2f}x** | {row['p50_s']:.2f} s | {row['p99_s']:.2f} s | "
-                     f"{row['errors']} | {row['peak_rss_mb']:,.0f} MB | {row['mean_inputs_per_pass']:.1f} | "
-                     f"{row['max_abs_diff']:.1e} |")
-    print("\n".join(lines))
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(rows=rows, offline=offline, args=vars(args)), indent=1))
+              f"{args.repeats} repeat(s), load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+        for repeat in range(args.repeats + 1):
+            offline.append(run_offline(args, texts_file, reference_file))
+            offline[-1]["texts_per_s"] = len(texts) / offline[-1]["seconds"]
+            print(f"  offline: {offline[-1]['seconds']:.1f} s, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            save()
+            if repeat == args.repeats:
+                break
+            reference = np.load(reference_file)
+            for clients in client_counts:
+                rows.append(server_row(run_server(args, texts, clients), clients, repeat, reference))
+                rows[-1]["offline_before"] = len(offline) - 1
+                print(f"  {clients} clients: {rows[-1]['texts_per_s']:.2f} texts/s, {rows[-1]['errors']} errors, "
+                      f"load {rows[-1]['load_after']:.1f}", file=sys.stderr)
+                save()
+    for row in rows:  # each server run against the offline runs just before and just after it
+        neighbours = offline[row["offline_before"]:row["offline_before"] + 2]
+        row["ratio"] = row["texts_per_s"] / statistics.mean(run["texts_per_s"] for run in neighbours)
+    save()
+    print(markdown(rows, offline, len(texts)))
 
 
 if __name__ == "__main__":

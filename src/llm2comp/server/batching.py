@@ -60,6 +60,7 @@ class _Row:
     index: int
     ids: list[int]
     length: int  # padded-row length: prefix + text + memory tokens
+    arrived: float  # time.monotonic() when queued
 
 
 def _settle(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:
@@ -100,7 +101,6 @@ class DynamicBatcher:
         self._pending_tokens = 0
         self._queued = 0  # rows waiting or running
         self._stopping = False
-        self._oldest_arrival = 0.0
         self._thread = threading.Thread(target=self._work, name="llm2comp-batcher", daemon=True)
 
     def start(self) -> None:
@@ -122,10 +122,9 @@ class DynamicBatcher:
             if self._queued + len(rows) > self._max_queue_inputs:
                 raise QueueFull(f"the queue holds {self._queued} of at most {self._max_queue_inputs} inputs; "
                                 f"this request brings {len(rows)}")
-            if not self._pending:
-                self._oldest_arrival = time.monotonic()
+            arrived = time.monotonic()
             for index, ids in enumerate(rows):
-                row = _Row(job, index, ids, len(ids) + self._row_overhead)
+                row = _Row(job, index, ids, len(ids) + self._row_overhead, arrived)
                 self._pending.append(row)
                 self._pending_tokens += row.length
             self._queued += len(rows)
@@ -156,7 +155,7 @@ class DynamicBatcher:
 
     def _wait_for_more(self) -> None:
         """Give later requests up to `max_wait_s` after the oldest pending row to join its batch."""
-        deadline = self._oldest_arrival + self._max_wait_s
+        deadline = self._pending[0].arrived + self._max_wait_s
         while not self._stopping and self._pending_tokens < self._max_batch_tokens:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -180,8 +179,6 @@ class DynamicBatcher:
             rows.append(row)
             tokens += row.length
         self._queued -= dropped
-        if self._pending:
-            self._oldest_arrival = time.monotonic()
         return rows
 
     def _run(self, rows: list[_Row]) -> None:

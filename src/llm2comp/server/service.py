@@ -10,6 +10,7 @@ event loop), queue the rows for the batcher, and shape the vectors as the client
 from __future__ import annotations
 
 import base64
+import threading
 import time
 
 import torch
@@ -40,6 +41,7 @@ class EmbeddingService:
                              f"tokens = {capacity}")
         self.max_input_tokens = settings.max_input_tokens or capacity
         self.vocab_size = len(model.tokenizer)
+        self._tokenizer_lock = threading.Lock()  # one tokenizer object, called from a thread pool
         self.dimension = model.hidden_size
         self.batcher = DynamicBatcher(lambda rows: embed_rows(model, rows), row_overhead=prefix +
                                       model.num_memory_tokens, max_batch_tokens=settings.max_batch_tokens,
@@ -113,7 +115,8 @@ class EmbeddingService:
     def _tokenize(self, texts: list[str], instruction: str | None) -> list[list[int]]:
         template = self.model.config.instruction_template
         full = [apply_instruction(instruction, text, template) for text in texts]
-        return self.model.tokenizer(full, add_special_tokens=False)["input_ids"]
+        with self._tokenizer_lock:
+            return self.model.tokenizer(full, add_special_tokens=False)["input_ids"]
 
     def _check_ids(self, row: list[int], index: int) -> list[int]:
         if not row:
