@@ -201,6 +201,23 @@ def test_concurrent_requests_share_forward_passes(model):
     assert metric(text, "llm2comp_batch_inputs_bucket", le="1") < passes  # some pass held more than one input
 
 
+def test_a_failing_forward_pass_is_a_500_and_the_server_goes_on(server, model, monkeypatch):
+    original, calls = model.forward, []
+
+    def fails_once(batch):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(batch)
+
+    monkeypatch.setattr(model, "forward", fails_once)
+    status, _, body = call(server.port, "POST", "/v1/embeddings", {"model": NAME, "input": TEXTS[:2]})
+    assert status == 500 and body["error"]["type"] == "server_error"
+    status, _, body = call(server.port, "POST", "/v1/embeddings", {"model": NAME, "input": TEXTS[:2]})
+    assert status == 200
+    close([item["embedding"] for item in body["data"]], unit(model.encode(TEXTS[:2])))
+
+
 @pytest.fixture
 def gated_model(model, monkeypatch):
     """The model, with its forward pass held until `release` is set (to look at the server mid-batch)."""

@@ -189,6 +189,10 @@ class DynamicBatcher:
             try:
                 if batch:
                     self._run_batch(batch)
+            except Exception as error:  # these requests get the error (a 500); the server goes on
+                for job in {row.job for row in batch}:
+                    job.failed = True
+                    _notify(job, error=error)
             finally:
                 with self._cond:
                     self._queued -= len(planned)
@@ -196,13 +200,7 @@ class DynamicBatcher:
 
     def _run_batch(self, batch: list[_Row]) -> None:
         started = time.perf_counter()
-        try:
-            vectors = self._embed([row.ids for row in batch])
-        except Exception as error:  # these requests get the error; the server goes on
-            for job in {row.job for row in batch}:
-                job.failed = True
-                _notify(job, error=error)
-            return
+        vectors = self._embed([row.ids for row in batch])
         self._record(batch, time.perf_counter() - started)
         for row, vector in zip(batch, vectors):
             job = row.job
