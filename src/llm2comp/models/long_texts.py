@@ -117,7 +117,7 @@ def encode_windows(model, items: list[tuple[str | None, str]], *, overlap: int, 
                    show_progress_bar: bool | None = None, padding_side: str = "right") -> WindowEmbeddings:
     """Cut every `(instruction, text)` into windows (`plan_windows`) and embed all windows at once."""
     ids = model.tokenizer(apply_instructions(model, items), add_special_tokens=False)["input_ids"] if items else []
-    budget = window_budget(model.config.max_length, len(model._prefix_ids()), model.num_memory_tokens)
+    budget = window_budget(model.config.max_length, len(model.prefix_ids()), model.num_memory_tokens)
     check_overlap(overlap, budget)
     rows, owner, weights = [], [], []
     for index, text_ids in enumerate(ids):  # planning only; the model runs once over all windows below
