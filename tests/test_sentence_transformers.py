@@ -78,6 +78,16 @@ def test_prompts_are_instructions_on_queries_only(saved_folders):
         to_sentence_transformer(model, prompts={"document": "passage: "})
 
 
+def test_long_texts_follow_the_model_setting(saved_folders):
+    model = LLM2Comp.from_pretrained(saved_folders["llama"], long_texts="segments", long_text_overlap=8)
+    st = to_sentence_transformer(model)
+    segments = model.encode([LONG, TEXTS[0]])  # the config's mode: every token read, window by window
+    close(st.encode([LONG, TEXTS[0]], batch_size=2), segments)
+    assert np.abs(segments[0] - quietly(model.encode, [LONG], long_texts="truncate")[0]).max() > 1e-4
+    model.set_long_texts("multivector")  # one vector per input through sentence-transformers: the windows' mean
+    close(st.encode([LONG, TEXTS[0]]), segments)
+
+
 def test_round_trip_through_sentence_transformers(saved_folders, tmp_path):
     model = LLM2Comp.from_pretrained(saved_folders["qwen2"])
     st = to_sentence_transformer(model, prompts={"query": INSTRUCTION})

@@ -111,6 +111,13 @@ def test_raw_http_base64_token_ids_and_truncation(server, model):
         close(body["data"][0]["embedding"], unit(model.encode([LONG]))[0])  # cut exactly as encode cuts
     assert metric(call(server.port, "GET", "/metrics")[2], "llm2comp_truncated_inputs_total") == before + 1
 
+    # long_texts "segments": every token is read, window by window, as encode(long_texts="segments") does
+    status, _, body = call(server.port, "POST", "/v1/embeddings",
+                           {"model": NAME, "input": [LONG, TEXTS[0]], "long_texts": "segments"})
+    total = len(model.tokenizer(LONG, add_special_tokens=False)["input_ids"])
+    assert status == 200 and body["usage"]["prompt_tokens"] == total + len(ids[0])
+    close([item["embedding"] for item in body["data"]], unit(model.encode([LONG, TEXTS[0]], long_texts="segments")))
+
 
 BAD_REQUESTS = [
     ({"model": NAME, "input": ""}, 400, "input"),
@@ -131,6 +138,7 @@ BAD_REQUESTS = [
     ({"model": NAME, "input": "a", "input_type": "document", "instruction": "Find"}, 400, "instruction"),
     ({"model": NAME, "input": [[1, 2]], "instruction": "Find"}, 400, "instruction"),
     ({"model": NAME, "input": "a", "temperature": 1}, 400, "temperature"),
+    ({"model": NAME, "input": "a", "long_texts": "multivector"}, 400, "long_texts"),
     ({"model": NAME, "input": "x" * 5000}, 413, None),  # over --max-request-bytes 4096
 ]
 

@@ -12,6 +12,9 @@ as `sentence_embedding`. A prompt is an instruction, applied by the model's temp
 (`"{instruction}: {text}"`); `encode_document` (task "document") refuses one, as
 `LLM2Comp.encode_document` does. The embeddings are `LLM2Comp.encode`'s (tested, fp32, atol 1e-5):
 both paths tokenize, truncate and collate the same way, and batching does not change a vector.
+Texts beyond `max_length` follow the model's `long_texts`: cut (`truncate`), or cut into windows
+whose embeddings `forward` averages back into one vector per text (`segments`, and `multivector`
+too: sentence-transformers returns one vector per input, so it gets the segments mean).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ except ImportError as error:  # pragma: no cover - exercised only without the pa
 
 import torch
 
-from .inputs import apply_instruction, normalize_inputs
+from .inputs import normalize_inputs
 from .models.encoder import LLM2Comp
+from .models.encoding import apply_instructions
+from .models.long_texts import WindowEmbeddings, window_budget, window_rows
 from .models.memory import EncoderBatch
 from .models.st_files import (
     DOCUMENT_PROMPT_NAMES,
@@ -69,16 +74,27 @@ class LLM2CompModule(InputModule):
                              "instructions go on queries only")
         items, _ = normalize_inputs(list(inputs), instruction=prompt or None)
         model = self.llm2comp
-        texts = [apply_instruction(instruction, text, model.config.instruction_template)
-                 for instruction, text in items]
-        ids, truncated = model.tokenize(texts)
-        model.warn_truncated(truncated)
+        texts = apply_instructions(model, items)
+        if model.config.long_texts == "truncate":
+            ids, truncated = model.tokenize(texts)
+            model.warn_truncated(truncated)
+            windows = {}
+        else:  # one row per window; forward averages them back into one vector per text
+            budget = window_budget(model.config.max_length, len(model.prefix_ids()), model.num_memory_tokens)
+            full = model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            ids, owner, weights = window_rows(full, budget, model.config.long_text_overlap)
+            windows = {"window_owner": owner, "window_weight": weights}
         batch = model.collate(ids)
-        return dict(zip(FEATURES, (batch.input_ids, batch.valid, batch.memory_slot, batch.text_mask)))
+        return {**dict(zip(FEATURES, (batch.input_ids, batch.valid, batch.memory_slot, batch.text_mask))), **windows}
 
     def forward(self, features: dict, **kwargs) -> dict:
         batch = EncoderBatch(*(features[name] for name in FEATURES))
-        features["sentence_embedding"] = self.llm2comp(batch)
+        embeddings = self.llm2comp(batch)
+        if "window_owner" in features:  # e = sum_s w_s e_s / sum_s w_s per text (models/long_texts.py)
+            owner = features["window_owner"]
+            windows = WindowEmbeddings(embeddings, owner, features["window_weight"], int(owner.max()) + 1)
+            embeddings = windows.weighted_mean()
+        features["sentence_embedding"] = embeddings
         return features
 
     def get_embedding_dimension(self) -> int:

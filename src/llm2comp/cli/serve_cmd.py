@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
                         help="text tokens per input (default: what the model's max_length leaves)")
     parser.add_argument("--no-truncate", dest="truncate", action="store_false",
                         help="answer 413 for an input over the limit instead of cutting it")
+    parser.add_argument("--long-texts", choices=["truncate", "segments"], default=None,
+                        help="inputs beyond max_length: cut them, or average their windows "
+                             "(default: the model's long_texts; requests may choose with `long_texts`)")
     parser.add_argument("--no-normalize", dest="normalize", action="store_false",
                         help="return the raw embeddings instead of unit-length vectors")
     parser.add_argument("--api-key-env", default=None, metavar="VAR",
@@ -51,6 +54,7 @@ def settings_from_args(args):
         dtype=args.dtype, device=args.device, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
         max_queue_inputs=args.max_queue_inputs, max_inputs_per_request=args.max_inputs_per_request,
         max_request_bytes=args.max_request_bytes, max_input_tokens=args.max_input_tokens, truncate=args.truncate,
+        long_texts=args.long_texts,
         normalize=args.normalize, api_key_env=args.api_key_env, graceful_timeout_s=args.graceful_timeout)
 
 

@@ -80,7 +80,7 @@ def _notify(job: _Job, result=None, error: BaseException | None = None) -> None:
         pass
 
 
-def embed_rows(model, rows: list[list[int]]) -> torch.Tensor:
+def forward_pass(model, rows: list[list[int]]) -> torch.Tensor:
     """One forward pass over token-id rows: (len(rows), d) float32 on the CPU, as `encode` computes."""
     with torch.inference_mode():
         return model(model.collate(rows)).float().cpu()

@@ -8,6 +8,7 @@
       user             accepted and ignored
       input_type       "query" | "document"   (extension: the query/document rule)
       instruction      the query's instruction, applied as "{instruction}: {text}" (extension)
+      long_texts       "truncate" | "segments" (extension: inputs beyond the model's max_length)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+SERVED_LONG_TEXT_MODES = ("truncate", "segments")  # `multivector` has no one-vector-per-input shape
 
 
 class EmbeddingRequest(BaseModel):
@@ -27,6 +30,7 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
     input_type: Literal["query", "document"] | None = None
     instruction: str | None = None
+    long_texts: Literal["truncate", "segments"] | None = None
 
 
 class Embedding(BaseModel):

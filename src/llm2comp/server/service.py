@@ -2,7 +2,10 @@
 event loop), queue the rows for the batcher, and shape the vectors as the client asked.
 
     text     -> "{instruction}: {text}" for queries (the model's template), as `encode` builds it
-             -> token ids without special tokens, cut to `max_input_tokens` (or 413 with --no-truncate)
+             -> token ids without special tokens
+    long     -> truncate: cut to `max_input_tokens` (or 413 with --no-truncate)
+                segments: windows of the model's text budget, each a row; the text's vector is the
+                token-weighted mean of its windows' (models/long_texts.py), as `encode` computes it
     vectors  -> unit length (unless --no-normalize) -> `dimensions`: first n, renormalised
              -> float list, or base64 of little-endian float32
 """
@@ -16,11 +19,12 @@ import time
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from ..inputs import apply_instruction
-from .batching import DynamicBatcher, QueueFull, ShuttingDown, embed_rows
+from ..models.encoding import apply_instructions
+from ..models.long_texts import WindowEmbeddings, window_rows
+from .batching import DynamicBatcher, QueueFull, ShuttingDown, forward_pass
 from .errors import APIError
 from .metrics import Metrics
-from .schemas import EmbeddingRequest
+from .schemas import SERVED_LONG_TEXT_MODES, EmbeddingRequest
 from .settings import ServerSettings
 
 OVERLOADED = dict(type="server_error", code="server_overloaded")
@@ -33,17 +37,22 @@ class EmbeddingService:
         self.metrics = metrics
         self.name = settings.model_name
         self.created = int(time.time())
-        prefix = len(model._prefix_ids())
-        capacity = model.config.max_length - prefix - model.num_memory_tokens
-        if settings.max_input_tokens is not None and settings.max_input_tokens > capacity:
+        prefix = len(model.prefix_ids())
+        self.window_tokens = model.config.max_length - prefix - model.num_memory_tokens  # text budget of a row
+        if settings.max_input_tokens is not None and settings.max_input_tokens > self.window_tokens:
             raise ValueError(f"--max-input-tokens {settings.max_input_tokens} exceeds what the model holds: "
                              f"max_length {model.config.max_length} - BOS - {model.num_memory_tokens} memory "
-                             f"tokens = {capacity}")
-        self.max_input_tokens = settings.max_input_tokens or capacity
+                             f"tokens = {self.window_tokens}")
+        self.max_input_tokens = settings.max_input_tokens or self.window_tokens
+        self.long_texts = settings.long_texts or model.config.long_texts
+        if self.long_texts not in SERVED_LONG_TEXT_MODES:
+            raise ValueError(f"the model's long_texts is {self.long_texts!r}, which has no OpenAI response shape; "
+                             f"pass --long-texts {' or '.join(SERVED_LONG_TEXT_MODES)}")
+        self.overlap = model.config.long_text_overlap  # checked against the window when segments are asked for
         self.vocab_size = len(model.tokenizer)
         self._tokenizer_lock = threading.Lock()  # one tokenizer object, called from a thread pool
         self.dimension = model.hidden_size
-        self.batcher = DynamicBatcher(lambda rows: embed_rows(model, rows), row_overhead=prefix +
+        self.batcher = DynamicBatcher(lambda rows: forward_pass(model, rows), row_overhead=prefix +
                                       model.num_memory_tokens, max_batch_tokens=settings.max_batch_tokens,
                                       max_queue_inputs=settings.max_queue_inputs,
                                       max_wait_s=settings.max_wait_ms / 1000, metrics=metrics)
@@ -63,6 +72,20 @@ class EmbeddingService:
         if request.dimensions is not None and request.dimensions > self.dimension:
             raise APIError(400, f"dimensions {request.dimensions} exceeds the model's {self.dimension}",
                            param="dimensions", code="invalid_value")
+        rows = await self._token_rows(request)
+        if (request.long_texts or self.long_texts) == "segments":
+            vectors = await self._embed_segments(rows)
+        else:
+            rows = self._apply_token_limit(rows)
+            vectors = await self._queue(rows)
+        tokens = sum(len(row) for row in rows)
+        self.metrics.inc("inputs_total", len(rows))
+        self.metrics.inc("prompt_tokens_total", tokens)
+        return {"object": "list", "data": self._shape(vectors, request), "model": self.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    async def _token_rows(self, request: EmbeddingRequest) -> list[list[int]]:
+        """The request's inputs as token ids (instruction applied to text), checked against the limits."""
         inputs = [request.input] if isinstance(request.input, str) or _is_token_row(request.input) \
             else list(request.input)
         if not inputs:
@@ -76,26 +99,34 @@ class EmbeddingService:
                 if not text.strip():
                     raise APIError(400, f"input[{index}] is empty or whitespace only", param="input",
                                    code="invalid_value")
-            rows = await run_in_threadpool(self._tokenize, inputs, instruction)
-        else:
-            if instruction:
-                raise APIError(400, "token-id input cannot take an instruction (the template applies to text); "
-                               "send text, or drop instruction/input_type", param="instruction",
-                               code="invalid_value")
-            rows = [self._check_ids(row, index) for index, row in enumerate(inputs)]
-        rows = self._apply_token_limit(rows)
+            return await run_in_threadpool(self._tokenize, inputs, instruction)
+        if instruction:
+            raise APIError(400, "token-id input cannot take an instruction (the template applies to text); "
+                           "send text, or drop instruction/input_type", param="instruction", code="invalid_value")
+        return [self._check_ids(row, index) for index, row in enumerate(inputs)]
+
+    async def _queue(self, rows: list[list[int]]) -> torch.Tensor:
         try:
-            vectors = await self.batcher.embed(rows)
+            return await self.batcher.embed(rows)
         except QueueFull as error:
             raise APIError(503, f"server overloaded: {error}; retry later", headers={"Retry-After": "1"},
                            **OVERLOADED) from None
         except ShuttingDown as error:
             raise APIError(503, str(error), headers={"Retry-After": "1"}, **OVERLOADED) from None
-        tokens = sum(len(row) for row in rows)
-        self.metrics.inc("inputs_total", len(rows))
-        self.metrics.inc("prompt_tokens_total", tokens)
-        return {"object": "list", "data": self._shape(vectors, request), "model": self.name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    async def _embed_segments(self, rows: list[list[int]]) -> torch.Tensor:
+        """Every input cut into windows (`long_texts.plan_windows`), all windows queued as rows, then per
+        input the token-weighted mean of its windows' raw vectors."""
+        try:
+            windows, owner, weights = window_rows(rows, self.window_tokens, self.overlap)
+        except ValueError as error:
+            raise APIError(400, f"long_texts 'segments' is not available for this model: {error}",
+                           param="long_texts", code="invalid_value") from None
+        if len(windows) > self.settings.max_queue_inputs:
+            raise APIError(413, f"the inputs make {len(windows)} windows of {self.window_tokens} tokens; the "
+                           f"queue holds at most {self.settings.max_queue_inputs}", param="input",
+                           code="input_too_long")
+        return WindowEmbeddings(await self._queue(windows), owner, weights, len(rows)).weighted_mean()
 
     def _instruction(self, request: EmbeddingRequest) -> str | None:
         """Queries take `instruction`, or the model's saved query prompt; documents never take one."""
@@ -113,8 +144,7 @@ class EmbeddingService:
         return None
 
     def _tokenize(self, texts: list[str], instruction: str | None) -> list[list[int]]:
-        template = self.model.config.instruction_template
-        full = [apply_instruction(instruction, text, template) for text in texts]
+        full = apply_instructions(self.model, [(instruction, text) for text in texts])
         with self._tokenizer_lock:
             return self.model.tokenizer(full, add_special_tokens=False)["input_ids"]
 

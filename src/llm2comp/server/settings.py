@@ -27,6 +27,7 @@ class ServerSettings:
     max_request_bytes: int = 8 * 1024 * 1024
     max_input_tokens: int | None = None  # text tokens (instruction included); default: what the model holds
     truncate: bool = True  # cut longer inputs (as `encode` does), or answer 413
+    long_texts: str | None = None  # truncate | segments; default: the model's `long_texts`
     normalize: bool = True  # unit-length vectors, as OpenAI's
     api_key_env: str | None = None  # name of the environment variable holding the API key
     graceful_timeout_s: float = 30.0  # how long shutdown waits for in-flight requests
@@ -43,6 +44,8 @@ class ServerSettings:
         if self.max_inputs_per_request > self.max_queue_inputs:
             raise ValueError(f"--max-inputs-per-request ({self.max_inputs_per_request}) cannot exceed "
                              f"--max-queue-inputs ({self.max_queue_inputs}): such a request could never be queued")
+        if self.long_texts not in (None, "truncate", "segments"):
+            raise ValueError(f"--long-texts must be truncate or segments, got {self.long_texts!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {self.port}")
 
