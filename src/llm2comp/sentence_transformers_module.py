@@ -146,6 +146,8 @@ class LLM2CompModule(InputModule):
     def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder: str | None = None,
              revision: str | None = None, local_files_only: bool = False, model_kwargs: dict | None = None,
              **kwargs) -> LLM2CompModule:
+        if kwargs.get("backend", "torch") != "torch":
+            raise ValueError(f"llm2comp models run on the torch backend only, not {kwargs['backend']!r}")
         hub = dict(subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
                    local_files_only=local_files_only)
         folder = cls.load_dir_path(model_name_or_path, **hub)
