@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     model.config.max_length = args.max_length
     task = long_document_task(args.articles, args.seed, skip_words=args.skip_words, min_words=args.min_words,
                               max_words=args.max_words)
-    budget = window_budget(args.max_length, len(model._prefix_ids()), model.num_memory_tokens)
+    budget = window_budget(args.max_length, len(model.prefix_ids()), model.num_memory_tokens)
     lengths = [len(ids) for ids in model.tokenizer(task.corpus, add_special_tokens=False)["input_ids"]]
     windows = sum(len(plan_windows(n, budget, args.overlap)) for n in lengths)
     setup = {"model": args.model, "pooling": model.config.pooling, "num_memory_tokens": model.num_memory_tokens,

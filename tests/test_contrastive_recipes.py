@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from llm2comp import LLM2Comp
+from llm2comp.data.instructions import E5_INSTRUCTIONS
 from llm2comp.recipes.pipeline import load_pipeline, run_pipeline
 from llm2comp.recipes.supervised import load_pair_set
 
@@ -64,6 +65,10 @@ def test_pipeline_chains_three_stages_and_reuses_finished_ones(pipeline_file, tm
     assert final == tmp_path / "run" / "supervised" / "model"
     saved = json.loads((final / "llm2comp_config.json").read_text())
     assert saved["adapters"] == ["adapters/00", "adapters/01", "adapters/02"]
+    # every training query had msmarco's instruction: it is saved as the default query prompt
+    assert saved["prompts"] == {"query": E5_INSTRUCTIONS["msmarco_passage"]}
+    assert json.loads((final / "config_sentence_transformers.json").read_text())["prompts"]["query"] == \
+        E5_INSTRUCTIONS["msmarco_passage"]
     embeddings = {stage: LLM2Comp.from_pretrained(tmp_path / "run" / stage / "model").encode(TEXTS)
                   for stage in ("pretrain", "unsupervised", "supervised")}
     assert np.abs(embeddings["pretrain"] - embeddings["unsupervised"]).max() > 1e-4

@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "train": "llm2comp.cli.train_cmd",
     "demo": "llm2comp.cli.demo_cmd",
     "study": "llm2comp.cli.study_cmd",
+    "serve": "llm2comp.cli.serve_cmd",
+    "upgrade": "llm2comp.cli.upgrade_cmd",
 }
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
 
 CONFIG_NAME = "llm2comp_config.json"
-FORMAT_VERSION = 1
+# 1: the llm2comp files only. 2: also `prompts`, and the sentence-transformers files
+# (modules.json, ...; see st_files.py). A version-1 folder still loads; `llm2comp upgrade` adds the files.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -26,6 +28,7 @@ class LLM2CompConfig:
     embedding_dim: int | None = None
     adapters: list[str] = field(default_factory=list)  # LoRA folders, merged in order at load time
     trust_remote_code: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)  # {"query": default instruction}, set by training
     format_version: int = FORMAT_VERSION
 
     def save(self, folder: str | Path) -> None:

@@ -250,7 +250,10 @@ class LLM2Comp(nn.Module):
         return self.config.long_text_overlap if overlap is None else overlap
 
     def encode_query(self, texts, instruction: str | None = None, **kwargs):
-        """Embed queries; `instruction` is prepended as `{instruction}: {query}`."""
+        """Embed queries; `instruction` (default: the model's saved `prompts["query"]`, if training set
+        one) is applied as `{instruction}: {query}`."""
+        if instruction is None:
+            instruction = self.config.prompts.get("query") or None
         return self.encode(texts, instruction=instruction, **kwargs)
 
     def encode_document(self, texts, **kwargs):

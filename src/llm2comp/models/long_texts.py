@@ -102,10 +102,11 @@ class WindowEmbeddings:
         return torch.bincount(self.owner, minlength=self.n_texts)
 
     def weighted_mean(self) -> torch.Tensor:
-        """(n, d): e = sum_s w_s e_s / sum_s w_s per text (the `segments` embedding)."""
-        totals = torch.zeros(self.n_texts).index_add_(0, self.owner, self.weights)
-        sums = torch.zeros(self.n_texts, self.vectors.shape[1]).index_add_(
-            0, self.owner, self.vectors * self.weights[:, None])
+        """(n, d) float32, on the vectors' device: e = sum_s w_s e_s / sum_s w_s per text (`segments`)."""
+        vectors = self.vectors.float()
+        owner, weights = self.owner.to(vectors.device), self.weights.to(vectors.device, torch.float32)
+        totals = vectors.new_zeros(self.n_texts).index_add_(0, owner, weights)
+        sums = vectors.new_zeros(self.n_texts, vectors.shape[1]).index_add_(0, owner, vectors * weights[:, None])
         return sums / totals[:, None]
 
     def split(self) -> list[torch.Tensor]:
@@ -117,18 +118,25 @@ def encode_windows(model, items: list[tuple[str | None, str]], *, overlap: int, 
                    show_progress_bar: bool | None = None, padding_side: str = "right") -> WindowEmbeddings:
     """Cut every `(instruction, text)` into windows (`plan_windows`) and embed all windows at once."""
     ids = model.tokenizer(apply_instructions(model, items), add_special_tokens=False)["input_ids"] if items else []
-    budget = window_budget(model.config.max_length, len(model._prefix_ids()), model.num_memory_tokens)
+    budget = window_budget(model.config.max_length, len(model.prefix_ids()), model.num_memory_tokens)
+    rows, owner, weights = window_rows(ids, budget, overlap)  # planning only; the model runs once below
+    vectors = embed_rows(model, rows, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                         padding_side=padding_side) if rows else torch.empty(0, model.hidden_size)
+    return WindowEmbeddings(vectors, owner, weights, len(ids))
+
+
+def window_rows(ids: list[list[int]], budget: int, overlap: int) -> tuple[list[list[int]], torch.Tensor,
+                                                                          torch.Tensor]:
+    """Every text's windows as rows to embed, with the text each belongs to (long) and its weight w_s
+    (float32): what `WindowEmbeddings` needs once the rows are embedded."""
     check_overlap(overlap, budget)
     rows, owner, weights = [], [], []
-    for index, text_ids in enumerate(ids):  # planning only; the model runs once over all windows below
+    for index, text_ids in enumerate(ids):
         windows = plan_windows(len(text_ids), budget, overlap)
         rows += [text_ids[start:end] for start, end in windows]
         owner += [index] * len(windows)
         weights += window_weights(windows)
-    vectors = embed_rows(model, rows, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                         padding_side=padding_side) if rows else torch.empty(0, model.hidden_size)
-    return WindowEmbeddings(vectors, torch.tensor(owner, dtype=torch.long),
-                            torch.tensor(weights, dtype=torch.float32), len(ids))
+    return rows, torch.tensor(owner, dtype=torch.long), torch.tensor(weights, dtype=torch.float32)
 
 
 def encode_long_items(model, items: list[tuple[str | None, str]], mode: str, *, overlap: int,

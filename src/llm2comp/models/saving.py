@@ -5,6 +5,7 @@
     adapters/00, adapters/01...  one LoRA per training stage (peft layout), merged in order at load
     backbone/                    only for `save(merge=True)`: the full merged weights (safetensors)
     tokenizer files
+    modules.json, config_sentence_transformers.json, llm2comp_st_module.json   (st_files.py)
 
 Everything is safetensors or JSON: nothing is ever unpickled.
 """
@@ -19,8 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_directory
 from .backbone import load_causal_lm, load_tokenizer
-from .config import LLM2CompConfig
+from .config import FORMAT_VERSION, LLM2CompConfig
 from .memory import MemoryTokens
+from .st_files import write_st_files
 
 MEMORY_FILE = "memory_tokens.safetensors"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -49,6 +51,7 @@ class AdapterRecord:
 
 def save_model(model, path, merge: bool = False) -> None:
     config = LLM2CompConfig(**vars(model.config))
+    config.format_version = FORMAT_VERSION
     with atomic_directory(path) as tmp:
         if merge:
             model.merge_adapter()
@@ -67,6 +70,7 @@ def save_model(model, path, merge: bool = False) -> None:
         if model.memory is not None:
             save_file({"memory": model.memory.weight.detach().float().cpu().contiguous()}, str(tmp / MEMORY_FILE))
         model.tokenizer.save_pretrained(str(tmp))
+        write_st_files(tmp, config)
         config.save(tmp)
 
 

@@ -106,4 +106,12 @@ def run_supervised(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Pa
     train_loop(model, SamplerStream(sampler, collate), loop_settings(cfg), accelerator=accelerator,
                output_dir=cfg.output_dir, config=cfg.to_dict(), resume=resume, count_tokens=count_tokens,
                step_fn=step, callbacks=callbacks)
+    model.config.prompts = {**model.config.prompts, **default_prompts(rows)}
     return save_final(model, cfg, accelerator, pairs.stats)
+
+
+def default_prompts(rows) -> dict[str, str]:
+    """`{"query": instruction}` when every training query carried the same instruction, else `{}`:
+    saved with the model, it is what `encode_query` and sentence-transformers apply by default."""
+    instructions = {row.instruction for row in rows}
+    return {"query": instructions.pop()} if len(instructions) == 1 and None not in instructions else {}

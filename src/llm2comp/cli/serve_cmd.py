@@ -1,0 +1,101 @@
+"""`llm2comp serve`: serve a model over HTTP with OpenAI's embeddings API (docs/serving.md)."""
+
+from __future__ import annotations
+
+from ..models.default_model import DEFAULT_MODEL_NAME
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP (OpenAI-compatible /v1/embeddings)",
+        description="Serve an LLM2Comp model with OpenAI's embeddings API: POST /v1/embeddings, GET /v1/models, "
+        "GET /health, GET /metrics (Prometheus). Concurrent requests are batched by a token budget. "
+        "Needs the serve extra: pip install 'llm2comp[serve]'.",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                        help=f"saved LLM2Comp folder, Hub id or local backbone (default: {DEFAULT_MODEL_NAME})")
+    parser.add_argument("--served-model-name", default=None,
+                        help="the name clients send as `model` (default: the folder's name)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--max-batch-tokens", type=int, default=4096,
+                        help="padded tokens (rows x longest row) in one forward pass (default: 4096)")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+                        help="how long a batch may wait for more requests once one arrived (default: 0)")
+    parser.add_argument("--max-queue-inputs", type=int, default=4096,
+                        help="inputs waiting or running; beyond it requests get 503 (default: 4096)")
+    parser.add_argument("--max-inputs-per-request", type=int, default=2048)
+    parser.add_argument("--max-request-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--max-input-tokens", type=int, default=None,
+                        help="text tokens per input (default: what the model's max_length leaves)")
+    parser.add_argument("--no-truncate", dest="truncate", action="store_false",
+                        help="answer 413 for an input over the limit instead of cutting it")
+    parser.add_argument("--long-texts", choices=["truncate", "segments"], default=None,
+                        help="inputs beyond max_length: cut them, or average their windows "
+                             "(default: the model's long_texts; requests may choose with `long_texts`)")
+    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
+                        help="return the raw embeddings instead of unit-length vectors")
+    parser.add_argument("--api-key-env", default=None, metavar="VAR",
+                        help="require `Authorization: Bearer $VAR` on /v1/ (the key is read from this env var)")
+    parser.add_argument("--graceful-timeout", type=float, default=30.0,
+                        help="seconds shutdown waits for in-flight requests (default: 30)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.set_defaults(run=run)
+
+
+def settings_from_args(args):
+    from ..server.settings import ServerSettings
+
+    return ServerSettings(
+        model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
+        dtype=args.dtype, device=args.device, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+        max_queue_inputs=args.max_queue_inputs, max_inputs_per_request=args.max_inputs_per_request,
+        max_request_bytes=args.max_request_bytes, max_input_tokens=args.max_input_tokens, truncate=args.truncate,
+        long_texts=args.long_texts,
+        normalize=args.normalize, api_key_env=args.api_key_env, graceful_timeout_s=args.graceful_timeout)
+
+
+def run(args) -> int:
+    import sys
+
+    from ..server import require_serve_dependencies
+
+    try:
+        require_serve_dependencies()
+    except ImportError as error:
+        print(f"llm2comp serve: error: {error}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from ..server.app import create_app
+
+    settings = settings_from_args(args)
+    log_to_stderr(args.log_level)
+    failures = []
+
+    def stop_on_failure(error: BaseException) -> None:
+        failures.append(error)
+        server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop_on_failure)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=settings.graceful_timeout_s))
+    server.run()
+    if failures:
+        raise ValueError(f"could not load the model {settings.model}: {failures[0]}")
+    return 0
+
+
+def log_to_stderr(level: str) -> None:
+    """The server's own messages (model ready, load failures), in uvicorn's style."""
+    import logging
+
+    logger = logging.getLogger("llm2comp")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())

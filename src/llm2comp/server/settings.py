@@ -1,0 +1,63 @@
+"""Everything `llm2comp serve` can be told, checked once at start-up (a bad value stops the server
+before it loads anything, with the flag's name in the message)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..models.default_model import DEFAULT_MODEL_NAME
+
+
+@dataclass
+class ServerSettings:
+    model: str = DEFAULT_MODEL_NAME  # a saved LLM2Comp folder, a Hub id or the default alias
+    served_model_name: str | None = None  # the `model` clients must send; default: the folder's name
+    host: str = "127.0.0.1"
+    port: int = 8080
+    dtype: str = "float32"
+    device: str | None = None
+    # batching
+    max_batch_tokens: int = 4096  # padded tokens (rows x longest row) in one forward pass
+    max_wait_ms: float = 0.0  # how long a batch may wait for more inputs once the first one arrived
+    max_queue_inputs: int = 4096  # inputs waiting or running; a request that would exceed it gets 503
+    # limits
+    max_inputs_per_request: int = 2048
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_input_tokens: int | None = None  # text tokens (instruction included); default: what the model holds
+    truncate: bool = True  # cut longer inputs (as `encode` does), or answer 413
+    long_texts: str | None = None  # truncate | segments; default: the model's `long_texts`
+    normalize: bool = True  # unit-length vectors, as OpenAI's
+    api_key_env: str | None = None  # name of the environment variable holding the API key
+    graceful_timeout_s: float = 30.0  # how long shutdown waits for in-flight requests
+
+    def __post_init__(self) -> None:
+        positive = ("max_batch_tokens", "max_queue_inputs", "max_inputs_per_request", "max_request_bytes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_input_tokens is not None and self.max_input_tokens < 1:
+            raise ValueError(f"--max-input-tokens must be >= 1, got {self.max_input_tokens}")
+        if self.max_wait_ms < 0 or self.graceful_timeout_s < 0:
+            raise ValueError("--max-wait-ms and --graceful-timeout must be >= 0")
+        if self.max_inputs_per_request > self.max_queue_inputs:
+            raise ValueError(f"--max-inputs-per-request ({self.max_inputs_per_request}) cannot exceed "
+                             f"--max-queue-inputs ({self.max_queue_inputs}): such a request could never be queued")
+        if self.long_texts not in (None, "truncate", "segments"):
+            raise ValueError(f"--long-texts must be truncate or segments, got {self.long_texts!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be in 0..65535, got {self.port}")
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or Path(str(self.model).rstrip("/")).name
+
+    def api_key(self) -> str | None:
+        """The key clients must send as `Authorization: Bearer KEY`, or None (no key required)."""
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise ValueError(f"--api-key-env {self.api_key_env}: that environment variable is unset or empty")
+        return key
