@@ -76,6 +76,12 @@ def test_mixed_terms_add_their_weighted_losses(encoder):
                 targets.append(masked_mean(hidden, torch.ones(hidden.shape[:2]))[0])
     expected = base + embedding_alignment_loss(memory, torch.stack(targets))
     torch.testing.assert_close(aligned, expected, atol=1e-5, rtol=1e-5)
+    # contrastive alignment: each memory mean must pick its own text's teacher embedding in the batch
+    nce = CompressionObjective(encoder, "kl", terms=CompressionTerms(alignment_weight=1.0,
+                                                                     alignment_temperature=0.1))(examples)
+    logits = F.normalize(memory, dim=-1) @ F.normalize(torch.stack(targets), dim=-1).T / 0.1
+    expected = base + F.cross_entropy(logits, torch.arange(len(examples)))
+    torch.testing.assert_close(nce, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_alignment_gradient_reaches_the_memory_vectors(encoder):

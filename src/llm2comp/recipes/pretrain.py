@@ -82,7 +82,8 @@ def example_tokens(batch) -> int:
 
 def compression_terms(cfg: StageConfig) -> CompressionTerms:
     return CompressionTerms(reconstruction_weight=cfg.reconstruction_weight, alignment_weight=cfg.alignment_weight,
-                            margin_weight=cfg.margin_weight, margin=cfg.margin)
+                            margin_weight=cfg.margin_weight, margin=cfg.margin,
+                            alignment_temperature=cfg.alignment_temperature)
 
 
 def split_held_out(texts: list[str], count: int) -> tuple[list[str], list[str]]:

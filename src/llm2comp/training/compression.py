@@ -13,7 +13,10 @@ which one text-independent prefix satisfies the continuation loss:
     L = L_objective + w_rc * L_rc + w_align * L_align + w_margin * L_margin
 
 L_rc: the decoder reproduces the context from the memory (losses/reconstruction.py);
-L_align: memory mean vs the frozen LLM's mean-pooled states of the context (losses/embedding_alignment.py);
+L_align: memory mean vs the frozen LLM's mean-pooled states of the context: cosine
+(losses/embedding_alignment.py), or with `alignment_temperature` > 0 in-batch InfoNCE (losses/info_nce.py:
+each memory mean must pick its own text's teacher embedding among the batch's, which the common
+direction of anisotropic embeddings cannot satisfy);
 L_margin: the own memory must beat another text's memory by a margin (losses/memory_margin.py).
 """
 
@@ -27,6 +30,7 @@ import torch
 from torch import nn
 
 from ..losses.embedding_alignment import embedding_alignment_loss
+from ..losses.info_nce import info_nce
 from ..losses.kl_continuation import kl_continuation_loss
 from ..losses.memory_margin import memory_margin_loss
 from ..losses.nll_continuation import token_nll_loss
@@ -105,9 +109,10 @@ class CompressionTerms:
     alignment_weight: float = 0.0
     margin_weight: float = 0.0
     margin: float = 1.0
+    alignment_temperature: float = 0.0  # 0: cosine alignment; > 0: in-batch InfoNCE at this temperature
 
     def __post_init__(self):
-        for name in ("reconstruction_weight", "alignment_weight", "margin_weight", "margin"):
+        for name in ("reconstruction_weight", "alignment_weight", "margin_weight", "margin", "alignment_temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -153,8 +158,12 @@ class CompressionObjective(nn.Module):
                 logits, flat, text_index, _ = self._student(causal_lm, memory, targets)
                 loss = loss + terms.reconstruction_weight * reconstruction_loss(logits, flat, text_index, len(examples))
         if terms.alignment_weight > 0:
-            pooled = memory.mean(dim=1)
-            loss = loss + terms.alignment_weight * embedding_alignment_loss(pooled, teacher["context_mean"])
+            pooled, target = memory.mean(dim=1), teacher["context_mean"]
+            if terms.alignment_temperature > 0:  # text b's memory must pick text b's teacher embedding
+                align = info_nce(pooled, target.detach(), temperature=terms.alignment_temperature)
+            else:
+                align = embedding_alignment_loss(pooled, target)
+            loss = loss + terms.alignment_weight * align
         return loss
 
     @torch.no_grad()

@@ -39,6 +39,7 @@ class StageConfig:
     alignment_weight: float = 0.0  # + w * (1 - cos(memory mean, frozen LLM's mean-pooled context))
     margin_weight: float = 0.0  # + w * max(0, margin - (loss with another text's memory - own))
     margin: float = 1.0
+    alignment_temperature: float = 0.0  # 0: cosine alignment; > 0: in-batch InfoNCE alignment at this temperature
     memory_lr: float | None = None  # a separate lr for the k memory vectors (None: lr)
     cache_chunk_size: int = 0  # > 0: GradCache-style cached contrastive loss with this chunk size
     query_max_length: int = 512
@@ -67,7 +68,8 @@ class StageConfig:
 
     def __post_init__(self):
         for name in ("lr", "weight_decay", "temperature", "attention_dropout", "max_grad_norm", "memory_lr",
-                     "reconstruction_weight", "alignment_weight", "margin_weight", "margin", "mask_ratio"):
+                     "reconstruction_weight", "alignment_weight", "margin_weight", "margin", "mask_ratio",
+                     "alignment_temperature"):
             value = getattr(self, name)
             if isinstance(value, str):  # YAML 1.1 reads "3e-5" (no dot) as a string
                 try:
