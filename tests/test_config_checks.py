@@ -43,7 +43,7 @@ def test_a_stage_rejects_keys_it_does_not_read(tmp_path, text, stage, key):
     ("stage: pretrain\nbatch_size: 1.5\n", r"c.yaml:2: batch_size must be a whole number, got 1.5"),
     ("gradient_checkpointing: 'yes'\n", r"gradient_checkpointing must be true or false, got 'yes'"),
     ("lr: -1.0\n", r"c.yaml:1: lr must be > 0, got -1.0"),
-    ("objective: kll\n", r"objective must be one of kl, nll, reconstruction, got 'kll'"),
+    ("objective: kll\n", r"objective must be one of kl, nll, reconstruction, mntp, got 'kll'"),
     ("lora: {alpah: 8}\n", r"c.yaml:1: lora: unknown key\(s\) \['alpah'\]"),
     ("lora: 5\n", r"c.yaml:1: lora must be a mapping"),
     ("lora: {r: 0}\n", r"lora.r must be a whole number >= 1, got 0"),

@@ -120,8 +120,9 @@ class StageConfig:
             raise ConfigError(f"objective mntp (LLM2Vec) trains the encoder without memory tokens and embeds with "
                               f"mean pooling: set num_memory_tokens: 0 (got {self.num_memory_tokens})")
         if (self.objective != "mntp" or self.stage != "pretrain") and self.num_memory_tokens < 1:
-            raise ConfigError(f"num_memory_tokens must be >= 1 (only stage-1 objective mntp trains without memory "
-                              f"tokens), got {self.num_memory_tokens}")
+            stage_objective = f" for objective {self.objective!r}" if self.stage == "pretrain" else ""
+            raise ConfigError(f"num_memory_tokens must be >= 1{stage_objective}, got {self.num_memory_tokens} "
+                              "(only stage-1 objective mntp trains without memory tokens)")
         if self.max_length <= self.num_memory_tokens + 1:
             raise ConfigError(f"max_length ({self.max_length}) must leave room for BOS, text and "
                               f"{self.num_memory_tokens} memory tokens")
