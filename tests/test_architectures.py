@@ -13,7 +13,7 @@ TEXTS = ["The cat sat on the mat near the warm kitchen window.", "Memory tokens 
          "A third, rather longer sentence about rivers, mountains and the sea."]
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHES)
+@pytest.mark.parametrize("arch", [arch for arch in TINY_ARCHES if arch != "llama"])  # llama: test_saving.py
 def test_save_and_reload_gives_identical_embeddings(tiny_model_dirs, tmp_path, arch):
     model = LLM2Comp.from_pretrained(tiny_model_dirs[arch], num_memory_tokens=3, max_length=32)
     model.add_lora(LoraSettings(r=2, alpha=4))
