@@ -48,7 +48,7 @@ def test_the_backbone_note_travels_in_the_model_folder(tiny_llama_dir, tmp_path)
     reloaded = LLM2Comp.from_pretrained(tmp_path / "model")
     assert describe_model(reloaded, "mine")["note"] == QUANTISED_NOTE
     saved = json.loads((tmp_path / "model" / "llm2comp_config.json").read_text())
-    assert saved["backbone_note"] == QUANTISED_NOTE and saved["format_version"] == 2
+    assert saved["backbone_note"] == QUANTISED_NOTE and saved["format_version"] == 3
 
 
 def test_evaluation_lets_encode_plan_its_batches(tiny_encoder):
