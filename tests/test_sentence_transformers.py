@@ -146,7 +146,7 @@ def test_format_1_folder_loads_and_upgrades(saved_folders, tmp_path, capsys):
     close(to_sentence_transformer(folder).encode(TEXTS[:3]), expected)  # and through the Python door
 
     assert main(["upgrade", "--model", str(folder)]) == 0
-    assert "upgraded to format 2" in capsys.readouterr().out
+    assert f"upgraded to format {FORMAT_VERSION}" in capsys.readouterr().out
     assert json.loads((folder / "llm2comp_config.json").read_text())["format_version"] == FORMAT_VERSION
     close(SentenceTransformer(str(folder), trust_remote_code=True).encode(TEXTS[:3]), expected)
     assert upgrade_folder(folder) is False  # idempotent
