@@ -96,6 +96,17 @@ def tiny_encoder(tiny_llama_dir):
     return LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=4, max_length=64)
 
 
+@pytest.fixture
+def encoder(tiny_llama_dir):
+    """A tiny LLM2Comp (k = 3) with a LoRA adapter whose weights are non-zero: the stage-1 objective tests."""
+    from llm2comp import LLM2Comp, LoraSettings
+
+    model = LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=3, max_length=128)
+    model.add_lora(LoraSettings(r=4, alpha=8, dropout=0.0))
+    randomize_lora(model.model)
+    return model
+
+
 def randomize_lora(model, seed: int = 1, scale: float = 0.05) -> None:
     """Give a fresh LoRA adapter non-zero weights so that it changes the outputs."""
     generator = torch.Generator().manual_seed(seed)

@@ -4,23 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm2comp import LLM2Comp, LoraSettings
 from llm2comp.losses.kl_continuation import kl_continuation_loss
 from llm2comp.losses.nll_continuation import token_nll_loss
 from llm2comp.models.backbone import load_causal_lm
 from llm2comp.training.compression import CompressionObjective, make_example, split_point
 
-from .conftest import randomize_lora
-
 IDS = [list(range(100, 140)), list(range(300, 325)), list(range(500, 560))]
-
-
-@pytest.fixture
-def encoder(tiny_llama_dir):
-    model = LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=3, max_length=128)
-    model.add_lora(LoraSettings(r=4, alpha=8, dropout=0.0))
-    randomize_lora(model.model)
-    return model
 
 
 def test_split_point_is_uniform_in_range_reproducible_and_skips_short_texts():

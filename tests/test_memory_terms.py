@@ -20,17 +20,8 @@ from llm2comp.training.compression import (
 from llm2comp.training.loop import LoopSettings, parameter_groups
 from llm2comp.training.memory_probe import memory_gap
 
-from .conftest import randomize_lora, save_tiny_model, tiny_config
-
-IDS = [list(range(100, 140)), list(range(300, 325)), list(range(500, 560))]
-
-
-@pytest.fixture
-def encoder(tiny_llama_dir):
-    model = LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=3, max_length=128)
-    model.add_lora(LoraSettings(r=4, alpha=8, dropout=0.0))
-    randomize_lora(model.model)
-    return model.eval()
+from .conftest import save_tiny_model, tiny_config
+from .test_compression import IDS  # the `encoder` fixture lives in conftest.py
 
 
 def test_alignment_and_margin_cores_match_their_formulas():
