@@ -21,7 +21,6 @@ warm-up step. Target (issue 4): cached peak <= 0.5x uncached at <= 1.3x the time
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -30,14 +29,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def lee_paragraphs() -> list[str]:
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("needs the gensim package installed (only for its bundled test corpus)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / "lee_background.cor"
+    from llm2comp.packaged import packaged_file
+
+    path = packaged_file("gensim", "test", "test_data", "lee_background.cor", install_hint="pip install --no-deps gensim",
+                         purpose="this benchmark's corpus")
     return [line.strip() for line in path.read_text(encoding="latin-1").splitlines() if line.strip()]
 
 

@@ -11,7 +11,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 
-TINY_ARCHES = ("llama", "qwen2", "gemma3", "gpt2")
+# every test that runs across architectures uses all of these: plain RoPE (Llama), q/k bias (Qwen2),
+# q/k norm (Qwen3), sliding window on every layer (Mistral), sliding + global layers (Gemma 3),
+# learned positions and fused qkv (GPT-2), partial rotary and parallel blocks (Phi)
+TINY_ARCHES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "gpt2", "phi")
+WINDOW = 4  # the sliding window of the tiny Mistral and Gemma 3
 VOCAB = 49152
 
 
@@ -43,12 +47,23 @@ def tiny_config(arch: str):
         return tf.Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                               num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
                               **common)
+    if arch == "qwen3":
+        return tf.Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16, max_position_embeddings=512, tie_word_embeddings=True,
+                              **common)
+    if arch == "mistral":
+        return tf.MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=WINDOW,
+                                tie_word_embeddings=True, **common)
     if arch == "gemma3":
         return tf.Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                    num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-                                   sliding_window=4, **common)
+                                   sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"], **common)
     if arch == "gpt2":
         return tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common)
+    if arch == "phi":
+        return tf.PhiConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                            max_position_embeddings=512, partial_rotary_factor=0.5, **common)
     raise ValueError(arch)
 
 

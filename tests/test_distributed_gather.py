@@ -126,7 +126,7 @@ def assert_same(first, second, atol=1e-5):
 def test_two_processes_equal_one_process(tiny_llama_dir, tmp_path):
     torch.multiprocessing.spawn(worker, args=(free_port(), str(tiny_llama_dir), str(tmp_path)), nprocs=WORLD,
                                 join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -105,6 +105,7 @@ def lora_model(tiny_llama_dir):
                                      attention_dropout=0.2, dtype=torch.float64)
     model.add_lora(LoraSettings(r=4, alpha=8, dropout=0.1))
     randomize_lora(model.model, scale=0.1)
+    model.memory.to(torch.float64)  # float32 by default: its gradient would be summed in float32
     return model
 
 

@@ -14,6 +14,7 @@ from sentence_transformers import SentenceTransformer  # noqa: E402
 
 from llm2comp import LLM2Comp, to_sentence_transformer  # noqa: E402
 from llm2comp.cli.main import main  # noqa: E402
+from llm2comp.models.config import FORMAT_VERSION  # noqa: E402
 from llm2comp.models.st_files import MODULE_CONFIG_NAME, MODULES_NAME, ST_CONFIG_NAME, upgrade_folder  # noqa: E402
 
 from .conftest import TINY_ARCHES, randomize_lora  # noqa: E402
@@ -145,8 +146,8 @@ def test_format_1_folder_loads_and_upgrades(saved_folders, tmp_path, capsys):
     close(to_sentence_transformer(folder).encode(TEXTS[:3]), expected)  # and through the Python door
 
     assert main(["upgrade", "--model", str(folder)]) == 0
-    assert "upgraded to format 2" in capsys.readouterr().out
-    assert json.loads((folder / "llm2comp_config.json").read_text())["format_version"] == 2
+    assert f"upgraded to format {FORMAT_VERSION}" in capsys.readouterr().out
+    assert json.loads((folder / "llm2comp_config.json").read_text())["format_version"] == FORMAT_VERSION
     close(SentenceTransformer(str(folder), trust_remote_code=True).encode(TEXTS[:3]), expected)
     assert upgrade_folder(folder) is False  # idempotent
     assert main(["upgrade", "--model", str(tmp_path)]) == 2  # not a model folder: a clear error

@@ -51,3 +51,52 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_llama_dir
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
     assert "world size 2" in two.stderr and "world size 1" in one.stderr  # negative control: really 2 ranks
+
+
+NAN_ON_ONE_RANK = """
+import os, sys
+import torch
+from accelerate import Accelerator
+from llm2comp.training.batches import BatchStream
+from llm2comp.training.loop import LoopSettings, TrainingDiverged, train_loop
+
+class Regression(torch.nn.Module):  # rank 1's loss is NaN at its 2nd step; rank 0's stays finite
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+        self.calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        x = torch.stack(batch)
+        loss = (self.linear(x) - x.sum(1, keepdim=True)).pow(2).mean()
+        return loss * float("nan") if os.environ["RANK"] == "1" and self.calls == 2 else loss
+
+torch.manual_seed(0)
+items = list(torch.randn(16, 4))
+accelerator = Accelerator(cpu=True)
+stream = BatchStream(items, 2, rank=accelerator.process_index, world_size=accelerator.num_processes)
+try:
+    train_loop(Regression(), stream, LoopSettings(max_steps=4, save_every=1, progress=False), accelerator=accelerator,
+               output_dir={out!r}, config={{"stage": "toy"}})
+except TrainingDiverged as error:
+    print(f"rank {{os.environ['RANK']}} stopped: {{error}}", flush=True)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.multiprocess
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_together(tmp_path):
+    script = tmp_path / "nan_rank.py"
+    script.write_text(NAN_ON_ONE_RANK.format(out=str(tmp_path / "run")))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+              str(_free_port()), str(script)]
+    try:
+        done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired as error:  # with NCCL a mismatch hangs; gloo may abort instead
+        pytest.fail(f"the ranks did not stop together (hang): {str(error.stderr)[-1500:]}")
+    for rank in (0, 1):  # both ranks raise at the same step, and keep the last good checkpoint
+        assert f"rank {rank} stopped: loss became nan at step 2" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert done.returncode != 0 and "collective mismatch" not in done.stderr
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000001"]

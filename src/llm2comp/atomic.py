@@ -1,12 +1,95 @@
-"""Atomic writes: readers see the old version or the new one, never half of either."""
+"""Atomic writes: readers see the old version or the new one, never half of either.
+
+A write goes to a hidden temporary beside its target (`.NAME.tmp-XXXX/` for a folder,
+`.NAME.XXXXXXXX` for a file) and is renamed into place. A process killed mid-write leaves that
+temporary behind; the next write of the same target removes it (`remove_stale_temporaries`), and
+training removes its own in `checkpoints/` when it starts. Written files and folders get the modes
+that an ordinary `open()` / `mkdir()` would give under the process umask (0644 / 0755 by default),
+or, when a file replaces an existing one, that file's mode.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
+
+from .errors import OutputError
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name_pattern: str) -> list[Path]:
+    """Remove the hidden temporaries that killed atomic writes of targets named `name_pattern` (a regex,
+    e.g. `re.escape("model")` or `r"step-\\d+"`) left in `folder`; returns what was removed.
+
+    A write killed between its two renames leaves the target missing and its previous version in
+    `.NAME.old-XXXX/NAME`: that version is put back first. Call it only where no other process is
+    writing the same targets.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(rf"^\.({name_pattern})\.(tmp-|old-)?[a-z0-9_]{{8}}$")
+    stale = [(path, match.group(1), match.group(2)) for path in folder.iterdir()
+             if (match := pattern.match(path.name))]
+    for path, name, kind in stale:
+        previous = path / name
+        if kind == "old-" and not (folder / name).exists() and previous.exists():
+            os.replace(previous, folder / name)
+    for path, _, _ in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return [path for path, _, _ in stale]
+
+
+def _probe_location(path: Path, what: str, verb: str) -> None:
+    """Find the nearest existing folder on the way to `path` and prove a file can be written there."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot {verb} {what} {path}: {existing} on its way is a file; choose another location")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot {verb} {what} {path} ({existing}: {error.strerror or error})") from error
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Check, without creating anything, that a folder `path` can be created (if needed) and written.
+
+    The nearest existing folder on the way is probed with a temporary file (permission bits do not
+    tell the whole story: read-only mounts, quotas). Raises `OutputError` naming the path when it, or
+    a parent, is a file, or when nothing can be written there; call it before any expensive work
+    whose result would otherwise be lost.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder; choose another location")
+    _probe_location(path, what, "create" if not path.exists() else "write to")
+    return path
+
+
+def ensure_writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Check, before the work that produces it, that the file `path` can be written (atomically) later."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    _probe_location(path.parent, f"{what} {path} in", "write")
+    return path
 
 
 @contextlib.contextmanager
@@ -16,11 +99,15 @@ def atomic_directory(path: str | os.PathLike):
     On error the temporary folder is removed and `path` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, re.escape(path.name))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
     try:
         yield tmp
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
@@ -33,16 +120,27 @@ def atomic_directory(path: str | os.PathLike):
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and one rename; `OutputError` names the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, re.escape(path.name))
+        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
         raise

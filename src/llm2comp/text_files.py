@@ -19,7 +19,10 @@ def read_texts(path: str | Path, field: str = "text", instruction_field: str = "
         for number, row in iter_jsonl(path):
             text = require_text(row, field, path, number)
             instruction = row.get(instruction_field)
-            items.append((instruction, text) if instruction else text)
+            if instruction is not None and not isinstance(instruction, str):
+                raise DataError(f"field {instruction_field!r} must be a string (or absent), got "
+                                f"{type(instruction).__name__}", path, number)
+            items.append((instruction, text) if instruction and instruction.strip() else text)
     else:
         items = [line for _, line in iter_lines(path) if line.strip()]
     if not items:

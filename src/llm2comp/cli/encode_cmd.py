@@ -10,8 +10,10 @@ import io
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, ensure_writable_file
+from ..errors import InvalidSetting
 from ..models.default_model import DEFAULT_MODEL_NAME
+from .arguments import add_trust_remote_code, positive_int
 from .long_text_options import add_long_text_arguments
 
 
@@ -30,38 +32,30 @@ def add_parser(sub) -> None:
                         help="where to write the embeddings (.npy; .npz with --long-texts multivector)")
     parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
     parser.add_argument("--instruction", default=None, help="instruction prepended to every text (queries)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     parser.add_argument("--pooling", choices=["memory_mean", "mean", "last"], default=None,
                         help="for a plain backbone: memory_mean (default), or mean/last token baselines")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     add_long_text_arguments(parser)
+    add_trust_remote_code(parser)
     parser.set_defaults(run=run)
 
 
-def load_for_cli(model: str, pooling: str | None, dtype: str, device: str | None):
-    from ..models.config import is_llm2comp_folder
-    from ..models.encoder import LLM2Comp
-
-    if pooling in ("mean", "last"):
-        if is_llm2comp_folder(model):
-            raise ValueError(f"--pooling {pooling} is for plain backbones; {model} is a trained LLM2Comp model")
-        return LLM2Comp.from_pretrained(model, num_memory_tokens=0, pooling=pooling, attention="causal",
-                                        dtype=dtype, device=device)
-    return LLM2Comp.from_pretrained(model, dtype=dtype, device=device)
-
-
 def run(args) -> int:
+    from ..models.loading import load_for_use
     from ..text_files import read_texts
 
     multivector = args.long_texts == "multivector"
     suffix = ".npz" if multivector else ".npy"
     if not str(args.output).endswith(suffix):
-        raise ValueError(f"--output {args.output}: expected a {suffix} file"
-                         + (" (--long-texts multivector writes vectors + text_index)" if multivector else ""))
+        raise InvalidSetting(f"--output {args.output}: expected a {suffix} file"
+                             + (" (--long-texts multivector writes vectors + text_index)" if multivector else ""))
     texts = read_texts(args.input, field=args.field)
-    model = load_for_cli(args.model, args.pooling, args.dtype, args.device)
+    ensure_writable_file(args.output)  # before the model loads and encodes everything
+    model = load_for_use(args.model, args.pooling, dtype=args.dtype, device=args.device,
+                         trust_remote_code=args.trust_remote_code)
     model.set_long_texts(args.long_texts, args.overlap)
     embeddings = model.encode(texts, batch_size=args.batch_size, show_progress_bar=True,
                               normalize_embeddings=args.normalize, instruction=args.instruction)

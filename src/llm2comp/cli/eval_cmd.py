@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
+from .arguments import add_trust_remote_code, positive_int
 from .long_text_options import add_long_text_arguments
 
 EPILOG = """examples:
@@ -34,52 +35,43 @@ def add_parser(sub) -> None:
                         help="a saved results.json (or its folder), or another model to evaluate side by side")
     parser.add_argument("--compare-pooling", choices=["memory_mean", "mean", "last"], default=None,
                         help="--pooling for the --compare model")
-    parser.add_argument("--max-items", type=int, default=None, help="cap every task at N items (seeded subsample)")
+    parser.add_argument("--max-items", type=positive_int, default=None,
+                        help="cap every task at N items (seeded subsample)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every subsample (default: 0)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--instructions", default=None,
                         help="YAML/JSON file mapping task name -> instruction (overrides defaults; '' = none)")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the spectrum / memory diagnostics")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     add_long_text_arguments(parser)
+    add_trust_remote_code(parser)
     parser.set_defaults(run=run)
 
 
 def _read_instructions(path: str | None) -> dict[str, str] | None:
     if path is None:
         return None
-    from pathlib import Path
+    from ..errors import ConfigError
+    from ..yaml_files import read_yaml
 
-    import yaml
-
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"instructions file {file} does not exist")
-    data = yaml.safe_load(file.read_text(encoding="utf-8"))  # JSON is valid YAML
+    data = read_yaml(path, "instructions file")  # JSON is valid YAML
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"{file}: expected a mapping of task name -> instruction text")
+        raise ConfigError(f"{path}: expected a mapping of task name -> instruction text")
     return {str(k): v for k, v in data.items()}
 
 
 def run(args) -> int:
     from ..evaluation.report import REPORT_NAME, model_label
-    from ..evaluation.runner import evaluate, load_model
-    from ..evaluation.suites import MTEB_SUITE_NAMES
+    from ..evaluation.runner import evaluate
 
-    if args.max_items is not None and args.max_items < 1:
-        raise ValueError(f"--max-items must be >= 1, got {args.max_items}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     instructions = _read_instructions(args.instructions)
-    model = args.model
-    if args.suite not in MTEB_SUITE_NAMES:  # MTEB suites check the Hub before loading the model
-        model = load_model(args.model, args.pooling, dtype=args.dtype, device=args.device)
-    results = evaluate(model, args.suite, args.output, pooling=args.pooling if isinstance(model, str) else None,
-                       max_items=args.max_items, seed=args.seed, batch_size=args.batch_size,
-                       diagnostics=not args.no_diagnostics, compare=args.compare, compare_pooling=args.compare_pooling,
-                       instructions=instructions, name=args.model, dtype=args.dtype, device=args.device,
-                       long_texts=args.long_texts, overlap=args.overlap)
+    # evaluate() reads the suite (or checks the Hub for MTEB suites) and the output folder before the model loads
+    results = evaluate(args.model, args.suite, args.output, pooling=args.pooling, max_items=args.max_items,
+                       seed=args.seed, batch_size=args.batch_size, diagnostics=not args.no_diagnostics,
+                       compare=args.compare, compare_pooling=args.compare_pooling, instructions=instructions,
+                       name=args.model, dtype=args.dtype, device=args.device, long_texts=args.long_texts,
+                       overlap=args.overlap, trust_remote_code=args.trust_remote_code)
     print(f"\n{model_label(results)} on {results['suite']}: average {100 * results['average']:.2f} over "
           f"{len(results['tasks'])} tasks in {results['elapsed_s']:.0f} s")
     if results.get("comparison"):

@@ -1,10 +1,16 @@
-"""`llm2comp` command line: one subcommand per file in this package."""
+"""`llm2comp` command line: one subcommand per file in this package.
+
+A problem with what the user gave (an `LLM2CompError`: bad input, config, files, output location)
+is printed as one line and exits with status 2; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from ..errors import LLM2CompError
 
 SUBCOMMANDS = {
     "encode": "llm2comp.cli.encode_cmd",
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int((args.run(args, extra) if takes_overrides else args.run(args)) or 0)
-    except (FileNotFoundError, ValueError, TypeError, OSError) as error:
+    except LLM2CompError as error:
         print(f"llm2comp {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
+from .arguments import add_trust_remote_code, positive_int
 from .long_text_options import add_long_text_arguments
 
 EXAMPLE_DOCUMENTS = [
@@ -29,8 +30,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--query", action="append", help="a query (repeatable; default: examples)")
     parser.add_argument("--documents", default=None, help=".txt/.jsonl file of documents (default: examples)")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
-    parser.add_argument("--top", type=int, default=2)
+    parser.add_argument("--top", type=positive_int, default=2, help="matches shown per query (>= 1)")
     add_long_text_arguments(parser)
+    add_trust_remote_code(parser)
     parser.set_defaults(run=run)
 
 
@@ -52,11 +54,12 @@ def print_search(queries, results) -> None:
 
 
 def run(args) -> int:
-    from ..models.encoder import LLM2Comp
+    from ..models.loading import load_for_use
     from ..text_files import read_texts
 
     documents = read_texts(args.documents) if args.documents else EXAMPLE_DOCUMENTS
     queries = args.query or EXAMPLE_QUERIES
-    model = LLM2Comp.from_pretrained(args.model, long_texts=args.long_texts, long_text_overlap=args.overlap)
+    model = load_for_use(args.model, trust_remote_code=args.trust_remote_code)
+    model.set_long_texts(args.long_texts, args.overlap)
     print_search(queries, semantic_search(model, queries, documents, args.instruction, args.top))
     return 0

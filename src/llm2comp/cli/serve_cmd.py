@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import LLM2CompError, ModelLoadError
 from ..models.default_model import DEFAULT_MODEL_NAME
 
 
@@ -85,7 +86,9 @@ def run(args) -> int:
                                            timeout_graceful_shutdown=settings.graceful_timeout_s))
     server.run()
     if failures:
-        raise ValueError(f"could not load the model {settings.model}: {failures[0]}")
+        if isinstance(failures[0], LLM2CompError):
+            raise failures[0]
+        raise ModelLoadError(f"could not load the model {settings.model}: {failures[0]}")
     return 0
 
 

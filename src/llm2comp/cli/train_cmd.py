@@ -17,7 +17,13 @@ data sources (the `data` key):
   {type: jsonl, path: FILE, field: text}             JSON objects with a text field
   {type: hf, name: wikitext, config: wikitext-103-raw-v1, split: train, field: text}
 
-any config key can be overridden: --max_steps 50 --lr 3e-5 --lora.r 8 --data.path my.txt
+any config key the stage reads can be overridden: --max_steps 50 --lr 3e-5 --lora.r 8 --data.path my.txt
+(keys a stage does not read, wrong types and malformed YAML are errors naming the file and line)
+
+resuming: a killed run continues from its last checkpoint with the same command. Settings that
+change what is trained (lr, batch_size, objective, seed, data, ...) must be the ones it started
+with; harmless ones (max_steps to extend a run, save_every, keep_last, log_every) may change with
+--accept-resume-changes. Otherwise use another output_dir, or --no-resume to start over.
 
 examples:
   llm2comp train --config configs/pretrain_quickstart.yaml
@@ -37,6 +43,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--stage", default=None, choices=["pretrain", "unsupervised", "supervised"])
     parser.add_argument("--no-resume", action="store_true",
                         help="ignore existing checkpoints and a finished model in OUTPUT_DIR (start over)")
+    parser.add_argument("--accept-resume-changes", action="store_true",
+                        help="resume even though harmless settings changed (max_steps to extend a run, save_every, "
+                        "keep_last, log_every); settings that change what is trained never may")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config(s) of every stage and exit without training")
     parser.set_defaults(run=run, accepts_overrides=True)
@@ -56,9 +65,16 @@ def run(args, overrides: list[str] = ()) -> int:
         configs = load_pipeline(args.config, overrides)
         if args.stage:
             configs = [c for c in configs if c.stage == args.stage]
+            if not configs:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"{args.config} has no {args.stage!r} stage (--stage {args.stage})")
     else:
         defaults = {"stage": args.stage} if args.stage else {}
         configs = [load_stage_config(args.config, overrides, **defaults)]
+    if args.accept_resume_changes:
+        for config in configs:
+            config.accept_resume_changes = True
     if args.dry_run:
         import yaml
 

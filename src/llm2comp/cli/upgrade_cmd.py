@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import MissingFile
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
@@ -20,7 +22,7 @@ def run(args) -> int:
     from ..models.st_files import upgrade_folder
 
     if not is_llm2comp_folder(args.model):
-        raise FileNotFoundError(f"{args.model} is not an LLM2Comp model folder (no llm2comp_config.json)")
+        raise MissingFile(f"{args.model} is not an LLM2Comp model folder (no llm2comp_config.json)")
     changed = upgrade_folder(args.model)
     print(f"{args.model}: {'upgraded to' if changed else 'already at'} format {FORMAT_VERSION}")
     return 0

@@ -9,7 +9,7 @@ A source is a dict such as ``{"type": "hf", "name": "wikitext", "config": "wikit
 """
 
 from .batching import ContrastiveBatchSampler, pair_keys, text_key
-from .corpora import RELEASE_FILTERS, RELEASE_WIKITEXT_SOURCE, Corpus, load_corpus
+from .corpora import Corpus, load_corpus
 from .demo_pairs import wiki_demo_pairs
 from .filters import count_tokens, filter_texts
 from .instructions import E5_INSTRUCTIONS, format_query, instruction_for, instruction_table
@@ -21,7 +21,7 @@ from .wikipedia import WIKI_LICENSE, wiki_articles, wiki_dump_path, wiki_paragra
 
 __all__ = [
     "ContrastiveBatchSampler", "Corpus", "DataError", "E5_INSTRUCTIONS", "MissingDataError", "PairExample",
-    "PairSet", "RELEASE_FILTERS", "RELEASE_WIKITEXT_SOURCE", "SOURCE_TYPES", "SourceSpec", "WIKI_LICENSE",
+    "PairSet", "SOURCE_TYPES", "SourceSpec", "WIKI_LICENSE",
     "count_tokens", "drop_duplicates", "filter_texts", "format_query", "instruction_for", "instruction_table",
     "load_corpus", "load_documents", "load_sentences", "pair_keys", "read_e5_mix", "read_pairs",
     "sentences_from_documents", "split_sentences", "text_key", "wiki_articles", "wiki_demo_pairs",

@@ -31,6 +31,8 @@ import hashlib
 import random
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
+from ..errors import InvalidSetting
+
 
 def text_key(text: str) -> int:
     """A stable 64-bit key of a text, white space collapsed; the same in every process (unlike hash())."""
@@ -129,7 +131,7 @@ class ContrastiveBatchSampler:
                 rng.shuffle(full)
             self.dropped = sum(map(len, partial)) if self.drop_last else 0
             if not full and (self.drop_last or not partial):
-                raise ValueError(
+                raise InvalidSetting(
                     f"no full batch of {self.batch_size} clash-free samples can be formed from {len(self.keys)} "
                     f"samples{' within one group' if self.groups is not None else ''}; lower the batch size, "
                     "add data, or pass drop_last=False")
@@ -167,6 +169,6 @@ class ContrastiveBatchSampler:
         for name in ("seed", "batch_size", "num_samples"):
             ours = len(self.keys) if name == "num_samples" else getattr(self, name)
             if state.get(name, ours) != ours:
-                raise ValueError(f"cannot resume: the checkpoint's sampler had {name}={state[name]}, this run has "
+                raise InvalidSetting(f"cannot resume: the checkpoint's sampler had {name}={state[name]}, this run has "
                                  f"{ours}; resume with the same data and settings")
         self.set_epoch(state["epoch"], state["position"])

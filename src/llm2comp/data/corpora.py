@@ -19,10 +19,6 @@ from .filters import filter_texts
 from .reading import DataError
 from .sources import SourceSpec, load_documents
 
-#: The authors' stage-1 data recipe for WikiText-103 (texts >= 1000 chars and < 512 tokens, 128k).
-RELEASE_WIKITEXT_SOURCE = {"type": "hf", "name": "wikitext", "config": "wikitext-103-raw-v1", "split": "train"}
-RELEASE_FILTERS = {"min_chars": 1000, "max_tokens": 511, "shuffle": True, "limit": 128_000}
-
 
 @dataclass
 class Corpus:

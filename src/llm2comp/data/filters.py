@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from ..errors import InvalidSetting
+
 
 def count_tokens(texts: Sequence[str], tokenizer, batch_size: int = 512) -> list[int]:
     """Number of tokens of each text, without special tokens (BOS/EOS are the model's, not the text's)."""
@@ -42,13 +44,13 @@ def filter_texts(texts: Sequence[str], *, min_chars: int = 0, max_tokens: int | 
                 too_long + kept + unchecked.
     """
     if min_chars < 0:
-        raise ValueError(f"min_chars must be >= 0, got {min_chars}")
+        raise InvalidSetting(f"min_chars must be >= 0, got {min_chars}")
     if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        raise InvalidSetting(f"max_tokens must be >= 1, got {max_tokens}")
     if max_tokens is not None and tokenizer is None:
-        raise ValueError("max_tokens needs a tokenizer to count tokens; pass tokenizer=...")
+        raise InvalidSetting("max_tokens needs a tokenizer to count tokens; pass tokenizer=...")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1 (or None for no limit), got {limit}")
+        raise InvalidSetting(f"limit must be >= 1 (or None for no limit), got {limit}")
     order = list(range(len(texts)))
     if shuffle:
         random.Random(seed).shuffle(order)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..errors import UnknownName
 from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE, apply_instruction
 
 _RETRIEVE_WIKI = "Given a question, retrieve Wikipedia passages that answer the question"
@@ -72,7 +73,7 @@ def instruction_for(task: str, extra: Mapping[str, str] | None = None) -> str:
     """The instruction of `task`; KeyError listing the known tasks if there is none."""
     table = instruction_table(extra)
     if task not in table:
-        raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(sorted(table))}. "
+        raise UnknownName(f"unknown task {task!r}; known tasks: {', '.join(sorted(table))}. "
                        "Give the row an 'instruction' instead, or pass instructions={task: ...}")
     return table[task]
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError, UnknownName
 from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
 from .instructions import E5_INSTRUCTIONS, format_query, instruction_table
 from .reading import DataError, MissingDataError, iter_jsonl, require_text
@@ -111,13 +112,30 @@ def _instruction(row: dict, table: Mapping[str, str], default_task: str | None, 
     return default_instruction, task
 
 
+PAIR_SOURCES = {"pairs": ("path", "task", "instruction"), "e5": ("path", "tasks"), "wiki_demo": ()}  # type -> keys
+
+
+def check_pair_source(spec) -> str:
+    """The type of a stage-3 `data:` block, after checking its keys; `ConfigError` naming the key."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind not in PAIR_SOURCES:
+        raise ConfigError(f"data: supervised data type must be one of {list(PAIR_SOURCES)}, got {kind!r} "
+                          f"(data: {spec})")
+    unknown = sorted(set(spec) - {"type", *PAIR_SOURCES[kind]})
+    if unknown:
+        raise ConfigError(f"data: unknown key(s) {unknown} for type {kind!r}; allowed: {list(PAIR_SOURCES[kind])}")
+    if "path" in PAIR_SOURCES[kind] and not spec.get("path"):
+        raise ConfigError(f"data: type {kind!r} needs 'path'")
+    return kind
+
+
 def read_pair_rows(path: str | os.PathLike, *, task: str | None = None, instruction: str | None = None,
                    instructions: Mapping[str, str] | None = None) -> list[PairExample]:
     """Validate and read every row of one JSONL file (no de-duplication)."""
     path = Path(path)
     table = instruction_table(instructions)
     if task is not None and task not in table:
-        raise KeyError(f"unknown task {task!r} for {path}; known tasks: {', '.join(sorted(table))}")
+        raise UnknownName(f"unknown task {task!r} for {path}; known tasks: {', '.join(sorted(table))}")
     rows = []
     for line, row in iter_jsonl(path):
         query = require_text(row, "query", path, line).strip()
@@ -161,7 +179,7 @@ def read_pairs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, task: 
     """Read one or more pair files (see the module docstring) into a PairSet."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
-        raise ValueError("no pair files given")
+        raise ConfigError("no pair files given")
     examples = [ex for p in paths for ex in read_pair_rows(p, task=task, instruction=instruction,
                                                            instructions=instructions)]
     if dedupe:

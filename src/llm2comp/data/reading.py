@@ -14,8 +14,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import LLM2CompError
 
-class DataError(ValueError):
+
+class DataError(LLM2CompError, ValueError):
     """Bad training data. `path` and `line` (1-based) say where, when known."""
 
     def __init__(self, message: str, path: str | os.PathLike | None = None, line: int | None = None):

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..errors import ConfigError, MissingDependency
 from .reading import DataError, MissingDataError, check_file, iter_jsonl, iter_lines, require_text
 
 SOURCE_TYPES = ("text", "jsonl", "hf", "wiki_default")
@@ -62,9 +63,9 @@ class SourceSpec:
 
     def __post_init__(self):
         if self.type not in SOURCE_TYPES:
-            raise ValueError(f"unknown data source type {self.type!r}; choose one of {', '.join(SOURCE_TYPES)}")
+            raise ConfigError(f"unknown data source type {self.type!r}; choose one of {', '.join(SOURCE_TYPES)}")
         if self.separator not in SEPARATORS:
-            raise ValueError(f"unknown separator {self.separator!r}; choose one of {', '.join(SEPARATORS)}")
+            raise ConfigError(f"unknown separator {self.separator!r}; choose one of {', '.join(SEPARATORS)}")
         if isinstance(self.path, list):
             object.__setattr__(self, "path", tuple(str(p) for p in self.path))
         elif isinstance(self.path, os.PathLike):
@@ -72,11 +73,11 @@ class SourceSpec:
         if isinstance(self.data_files, list):
             object.__setattr__(self, "data_files", tuple(self.data_files))
         if self.type in ("text", "jsonl") and not self.path:
-            raise ValueError(f"a {self.type!r} source needs 'path' (a file or a list of files)")
+            raise ConfigError(f"a {self.type!r} source needs 'path' (a file or a list of files)")
         if self.type == "hf" and not (self.name or self.path):
-            raise ValueError("an 'hf' source needs 'name' (a Hub dataset id or builder) or 'path' (a local folder)")
+            raise ConfigError("an 'hf' source needs 'name' (a Hub dataset id or builder) or 'path' (a local folder)")
         if self.type == "hf" and self.path is not None and not isinstance(self.path, str):
-            raise ValueError("an 'hf' source's 'path' is one local folder; use 'data_files' for several files")
+            raise ConfigError("an 'hf' source's 'path' is one local folder; use 'data_files' for several files")
 
     @classmethod
     def from_config(cls, value: str | os.PathLike | Mapping | SourceSpec) -> SourceSpec:
@@ -89,13 +90,13 @@ class SourceSpec:
                 return cls(type="wiki_default")
             return cls(type="jsonl" if text.endswith((".jsonl", ".jsonl.gz")) else "text", path=text)
         if not isinstance(value, Mapping):
-            raise TypeError(f"a data source is a dict or a path string, got {type(value).__name__}")
+            raise ConfigError(f"a data source is a dict or a path string, got {type(value).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(value) - known)
         if unknown:
-            raise ValueError(f"unknown data source key(s) {unknown}; allowed: {sorted(known)}")
+            raise ConfigError(f"unknown data source key(s) {unknown}; allowed: {sorted(known)}")
         if "type" not in value:
-            raise ValueError(f"a data source needs 'type' ({', '.join(SOURCE_TYPES)}); got {dict(value)}")
+            raise ConfigError(f"a data source needs 'type' ({', '.join(SOURCE_TYPES)}); got {dict(value)}")
         return cls(**value)
 
     def paths(self) -> list[Path]:
@@ -147,7 +148,7 @@ def _import_datasets():
     try:
         import datasets
     except ImportError as error:
-        raise ImportError(f"Hugging Face dataset sources need the datasets package: {_DATASETS_HINT}") from error
+        raise MissingDependency(f"Hugging Face dataset sources need the datasets package: {_DATASETS_HINT}") from error
     return datasets
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import bz2
 import functools
-import importlib.util
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..packaged import packaged_file
 from .wiki_markup import strip_markup
 
 WIKI_FILE_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -54,16 +54,8 @@ class WikiArticle:
 
 def wiki_dump_path() -> Path:
     """Locate the bundled Wikipedia excerpt inside the installed gensim package, without importing it."""
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"The default corpus is read from the gensim wheel's test data; install it with: {_INSTALL_HINT}"
-        )
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "test" / "test_data" / WIKI_FILE_NAME
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{WIKI_FILE_NAME} is missing from the installed gensim; reinstall: {_INSTALL_HINT}")
+    return packaged_file("gensim", "test", "test_data", WIKI_FILE_NAME, install_hint=_INSTALL_HINT,
+                         purpose="the default corpus (a Wikipedia excerpt)")
 
 
 def _local(tag: str) -> str:

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..errors import InvalidSetting, LLM2CompError, MissingDependency
 from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
 
 SKLEARN_HINT = "pip install scikit-learn scipy   (or: pip install 'llm2comp[eval]')"
 
 
-class EvalDataError(ValueError):
+class EvalDataError(LLM2CompError, ValueError):
     """An evaluation file or data set cannot be used; the message names the file and the column."""
 
 
@@ -31,7 +31,7 @@ def require_sklearn():
     try:
         import sklearn
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(f"evaluation metrics need scikit-learn: {SKLEARN_HINT}") from error
+        raise MissingDependency(f"evaluation metrics need scikit-learn: {SKLEARN_HINT}") from error
     return sklearn
 
 
@@ -49,25 +49,30 @@ def single_threaded():
 
 
 # ---------------------------------------------------------------------------------------------- encoding
-def _encode_batch(model, items: list[tuple[str | None, str]], batch_size: int,
-                  long_texts: str | None = None, overlap: int | None = None) -> np.ndarray:
-    """Embed `(instruction, text)` items with an LLM2Comp model or any sentence-transformers-like model."""
+def _encode_all(model, items: list[tuple[str | None, str]], batch_size: int, show_progress_bar: bool,
+                long_texts: str | None = None, overlap: int | None = None) -> np.ndarray:
+    """Embed `(instruction, text)` items with an LLM2Comp model or any sentence-transformers-like model.
+
+    All items go to the model in one call: it sorts them by length and plans its own batches
+    (`encoding.plan_batches` for LLM2Comp: larger batches for short texts).
+    """
     from ..models.encoder import LLM2Comp
 
     if isinstance(model, LLM2Comp):
         inputs = [(instruction, text) if instruction else text for instruction, text in items]
-        return model.encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
+        return model.encode(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True,
                             long_texts=long_texts, overlap=overlap)
     texts = [DEFAULT_INSTRUCTION_TEMPLATE.format(instruction=i, text=t) if i else t for i, t in items]
-    out = model.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+    out = model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True)
     return np.asarray(out, dtype=np.float32)
 
 
-def _encode_windows(model, items: list[tuple[str | None, str]], batch_size: int,
+def _encode_windows(model, items: list[tuple[str | None, str]], batch_size: int, show_progress_bar: bool,
                     overlap: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per item: (its window embeddings (S, d), its `segments` vector (d,)), from one pass of an LLM2Comp."""
     inputs = [(instruction, text) if instruction else text for instruction, text in items]
-    windows = model.encode_windows(inputs, batch_size=batch_size, show_progress_bar=False, overlap=overlap)
+    windows = model.encode_windows(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                   overlap=overlap)
     means = windows.weighted_mean().numpy()
     return [(part.numpy(), mean) for part, mean in zip(windows.split(), means)]
 
@@ -88,7 +93,7 @@ def _summarise_warnings(caught, desc: str) -> None:
 
 
 class Embedder:
-    """Encode texts through a model, caching by (instruction, text); one progress bar per call.
+    """Encode texts through a model, caching by (instruction, text); one model call per call.
 
     `model` is an `LLM2Comp` (instructions through its template) or any object with a
     sentence-transformers `encode(texts, batch_size=..., show_progress_bar=..., convert_to_numpy=...)`
@@ -104,11 +109,11 @@ class Embedder:
         from ..models.long_texts import check_long_texts
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidSetting(f"batch_size must be >= 1, got {batch_size}")
         if long_texts is not None:
             check_long_texts(long_texts)
         if not isinstance(model, LLM2Comp) and long_texts not in (None, "truncate"):
-            raise ValueError(f"long_texts={long_texts!r} needs an LLM2Comp model; {type(model).__name__} truncates")
+            raise InvalidSetting(f"long_texts={long_texts!r} needs an LLM2Comp model; {type(model).__name__} truncates")
         self.model = model
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
@@ -130,30 +135,25 @@ class Embedder:
     def windows(self, texts: list[str], instruction: str | None = None, desc: str = "encode") -> list[np.ndarray]:
         """Each text's window embeddings (S_i, d), float32 (multivector mode only)."""
         if self.long_texts != "multivector":
-            raise ValueError(f"windows() needs long_texts='multivector', this embedder uses {self.long_texts!r}")
+            raise InvalidSetting(f"windows() needs long_texts='multivector', this embedder uses {self.long_texts!r}")
         return [self._windows[key] for key in self._fill(texts, instruction, desc)]
 
     def _fill(self, texts: list[str], instruction: str | None, desc: str) -> list[tuple[str | None, str]]:
         """Encode the keys of `texts` that are not cached yet; return all keys in order."""
         keys = [(instruction or None, text) for text in texts]
         missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
-        # longest first, so each model call holds texts of similar length (little padding)
-        missing.sort(key=lambda key: -len(key[1]))
-        with tqdm(total=len(missing), desc=desc, unit="text", disable=not self.show_progress_bar or not missing,
-                  leave=False) as bar, warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for start in range(0, len(missing), self.batch_size):
-                chunk = missing[start:start + self.batch_size]
-                if self.long_texts == "multivector":
-                    encoded = _encode_windows(self.model, chunk, self.batch_size, self.overlap)
-                    for key, (parts, mean) in zip(chunk, encoded):
-                        self._windows[key] = np.asarray(parts, dtype=np.float32)
-                        self._cache[key] = np.asarray(mean, dtype=np.float32)
-                else:
-                    vectors = _encode_batch(self.model, chunk, self.batch_size, self.long_texts, self.overlap)
-                    for key, vector in zip(chunk, vectors):
-                        self._cache[key] = np.asarray(vector, dtype=np.float32)
-                bar.update(len(chunk))
+            if missing and self.long_texts == "multivector":
+                encoded = _encode_windows(self.model, missing, self.batch_size, self.show_progress_bar, self.overlap)
+                for key, (parts, mean) in zip(missing, encoded):
+                    self._windows[key] = np.asarray(parts, dtype=np.float32)
+                    self._cache[key] = np.asarray(mean, dtype=np.float32)
+            elif missing:
+                vectors = _encode_all(self.model, missing, self.batch_size, self.show_progress_bar, self.long_texts,
+                                      self.overlap)
+                for key, vector in zip(missing, vectors):
+                    self._cache[key] = np.asarray(vector, dtype=np.float32)
         self.num_encoded += len(missing)
         _summarise_warnings(caught, desc)
         return keys
@@ -228,7 +228,7 @@ def seeded_subset(n: int, k: int | None, seed: int) -> np.ndarray:
     if k is None or k >= n:
         return np.arange(n)
     if k < 1:
-        raise ValueError(f"max_items must be >= 1, got {k}")
+        raise InvalidSetting(f"max_items must be >= 1, got {k}")
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import MissingDependency
 from .base import normalize_rows
 
 MATPLOTLIB_HINT = "pip install matplotlib   (or: pip install 'llm2comp[eval]')"
@@ -93,7 +94,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as error:
-        raise ImportError(f"diagnostic plots need matplotlib: {MATPLOTLIB_HINT}") from error
+        raise MissingDependency(f"diagnostic plots need matplotlib: {MATPLOTLIB_HINT}") from error
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..data.reading import DataError, format_suffix, iter_jsonl, iter_lines
+from ..errors import MissingFile
 from .base import EvalDataError
 
 TABLE_SUFFIXES = {".tsv": "\t", ".tab": "\t", ".csv": ","}
@@ -65,7 +66,7 @@ def read_table(path: str | Path, columns: dict[str, str], optional: dict[str, st
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"evaluation file {path} does not exist")
+        raise MissingFile(f"evaluation file {path} does not exist")
     header, rows = _raw_rows(path)
     if not rows:
         raise EvalDataError(f"{path} is empty: no data rows")

@@ -25,6 +25,7 @@ import re
 
 import numpy as np
 
+from ..errors import InvalidSetting
 from .base import EvalDataError, seeded_subset
 from .retrieval import RetrievalTask
 
@@ -69,7 +70,7 @@ def long_document_task(max_items: int | None = None, seed: int = 0, *, skip_word
     """The task of the module docstring. `min_words` defaults to `2 * skip_words`; `articles` (for
     tests) replaces the bundled Wikipedia articles with other `WikiArticle`s."""
     if skip_words < 0 or queries_per_article < 1:
-        raise ValueError("skip_words must be >= 0 and queries_per_article >= 1")
+        raise InvalidSetting("skip_words must be >= 0 and queries_per_article >= 1")
     if articles is None:
         from ..data.wikipedia import wiki_articles
 

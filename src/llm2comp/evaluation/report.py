@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
+from ..errors import CorruptFile, MissingFile
 
 RESULTS_NAME = "results.json"
 REPORT_NAME = "report.md"
@@ -31,13 +32,13 @@ def load_results(path: str | Path) -> dict:
     if path.is_dir():
         path = path / RESULTS_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no saved results at {path}")
+        raise MissingFile(f"no saved results at {path}")
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+        raise CorruptFile(f"{path} is not valid JSON: {error}") from error
     if not isinstance(results, dict) or not isinstance(results.get("tasks"), list):
-        raise ValueError(f"{path} is not an llm2comp results file (no 'tasks' list)")
+        raise CorruptFile(f"{path} is not an llm2comp results file (no 'tasks' list)")
     return results
 
 

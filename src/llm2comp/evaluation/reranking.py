@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.reading import DataError, format_suffix, iter_jsonl
 from .base import Embedder, EvalDataError, Task, cosine_matrix, seeded_subset
-from .formats import as_binary_label, as_text, as_text_list, read_table
+from .formats import JSONL_SUFFIXES, as_binary_label, as_text, as_text_list, read_table
 from .retrieval import ranking_metrics
 
 
@@ -89,7 +90,7 @@ def load_reranking(path, *, name: str | None = None, query: str = "query", posit
                    max_items: int | None = None, seed: int = 0, instruction: str | None = None) -> RerankingTask:
     """Read a reranking file in either layout; `max_items` keeps a seeded subset of queries."""
     path = Path(path)
-    if path.suffix.lower() in (".jsonl", ".ndjson") and _has_list_layout(path, document):
+    if format_suffix(path) in JSONL_SUFFIXES and _has_list_layout(path, document):
         rows = read_table(path, {"query": query, "positive": positive, "negative": negative})
         items = [RerankItem(as_text(row["query"], path, number, query),
                             as_text_list(row["positive"], path, number, positive),
@@ -112,13 +113,10 @@ def load_reranking(path, *, name: str | None = None, query: str = "query", posit
 
 
 def _has_list_layout(path: Path, document: str) -> bool:
-    """JSONL files use the list layout unless their first row has a `document` field."""
-    import json
-
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                return document not in json.loads(line)
-            except (json.JSONDecodeError, TypeError):
-                return True  # let read_table report the bad line
+    """JSONL files (compressed or not) use the list layout unless their first row has a `document` field."""
+    try:
+        for _, row in iter_jsonl(path):
+            return document not in row
+    except DataError:
+        return True  # let read_table report the bad line
     return True

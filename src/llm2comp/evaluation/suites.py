@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InvalidSetting
+from ..yaml_files import read_yaml
 from .base import EvalDataError, Task
 from .classification import load_classification
 from .clustering import load_clustering
@@ -123,15 +125,8 @@ def _task_from_entry(entry: dict, where: str, base: Path, max_items: int | None,
 
 def load_suite_file(path: str | Path, max_items: int | None = None, seed: int | None = None) -> Suite:
     """Build a suite from a YAML file (module docstring); `max_items`/`seed` override the file's."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"suite file {path} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise EvalDataError(f"{path}: invalid YAML ({error})") from error
+    spec = read_yaml(path, "suite file")  # errors name the file and line
     if not isinstance(spec, dict) or not isinstance(spec.get("tasks"), list) or not spec["tasks"]:
         raise EvalDataError(f"{path}: expected a mapping with a non-empty 'tasks' list")
     cap = max_items if max_items is not None else spec.get("max_items")
@@ -159,7 +154,7 @@ def get_suite(spec: str | Path | Suite, max_items: int | None = None, seed: int 
     if str(spec) == "longdoc":
         return longdoc_suite(max_items, seed or 0)
     if str(spec) in MTEB_SUITE_NAMES:
-        raise ValueError(f"the {spec} suite runs through mteb: use evaluate(..., suite={str(spec)!r})")
+        raise InvalidSetting(f"the {spec} suite runs through mteb: use evaluate(..., suite={str(spec)!r})")
     if Path(spec).suffix.lower() in (".yaml", ".yml") or Path(spec).exists():
         return load_suite_file(spec, max_items, seed)
-    raise ValueError(f"unknown suite {spec!r}: use one of {list(BUILTIN_SUITES)} or a suite .yaml file")
+    raise InvalidSetting(f"unknown suite {spec!r}: use one of {list(BUILTIN_SUITES)} or a suite .yaml file")

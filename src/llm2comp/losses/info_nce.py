@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import all_gather_with_grad
+from ..models.encoding import check_batch_size, plan_batches
 
 DEFAULT_TEMPERATURE = 0.05
 
@@ -89,17 +90,16 @@ def unwrap(model):
 
 
 def plan_chunks(texts_ids: TextsIds, chunk_size: int | None) -> list[list[int]]:
-    """Row indices per forward pass: all rows at once (chunk_size None), or longest-first chunks.
+    """Row indices per forward pass: all rows at once (chunk_size None), or longest-first chunks of
+    at most `chunk_size` rows, planned like `encode`'s batches (`encoding.plan_batches`).
 
-    Sorting by length before chunking keeps padding (and wasted compute) small in mixed-length
-    batches; embeddings do not depend on padding, so this changes no result.
+    Sorting by length keeps padding (and wasted compute) small in mixed-length batches; embeddings
+    do not depend on padding, so this changes no result.
     """
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-    if chunk_size is None or chunk_size >= len(texts_ids):
+    if chunk_size is None or (isinstance(chunk_size, int) and chunk_size >= len(texts_ids)):
         return [list(range(len(texts_ids)))]
-    order = sorted(range(len(texts_ids)), key=lambda i: -len(texts_ids[i]))
-    return [order[start:start + chunk_size] for start in range(0, len(order), chunk_size)]
+    return plan_batches([len(ids) for ids in texts_ids], check_batch_size(chunk_size, "chunk_size"),
+                        max_texts_factor=1)
 
 
 def check_groups(queries: TextsIds, positives: TextsIds, negatives: TextsIds | None) -> list[TextsIds]:

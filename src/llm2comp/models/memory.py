@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InvalidSetting
+
 
 class MemoryTokens(nn.Module):
     """k learned input vectors of the backbone's hidden size.
@@ -55,7 +57,7 @@ def truncate_text_ids(ids: list[int], max_length: int, num_prefix: int, num_memo
     """Cut the *text* so that prefix + text + memory fits `max_length`; memory is never cut."""
     budget = max_length - num_prefix - num_memory
     if budget < 1:
-        raise ValueError(f"max_length {max_length} leaves no room for text next to {num_memory} memory tokens")
+        raise InvalidSetting(f"max_length {max_length} leaves no room for text next to {num_memory} memory tokens")
     return (ids[:budget], True) if len(ids) > budget else (ids, False)
 
 

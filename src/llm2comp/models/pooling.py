@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InvalidSetting
 from .memory import EncoderBatch
 
 POOLING_MODES = ("memory_mean", "mean", "last")
@@ -16,9 +17,9 @@ POOLING_MODES = ("memory_mean", "mean", "last")
 
 def check_pooling(mode: str, num_memory: int) -> str:
     if mode not in POOLING_MODES:
-        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {mode!r}")
+        raise InvalidSetting(f"pooling must be one of {POOLING_MODES}, got {mode!r}")
     if mode == "memory_mean" and num_memory < 1:
-        raise ValueError("pooling 'memory_mean' needs num_memory_tokens >= 1")
+        raise InvalidSetting("pooling 'memory_mean' needs num_memory_tokens >= 1")
     return mode
 
 

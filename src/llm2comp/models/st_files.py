@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
+from ..errors import ConfigError
 from .config import CONFIG_NAME, FORMAT_VERSION, LLM2CompConfig
 
 MODULE_TYPE = "llm2comp.sentence_transformers_module.LLM2CompModule"
@@ -42,10 +43,10 @@ def check_prompts(prompts, where: str) -> dict[str, str]:
     """Prompts are `{name: instruction}`; document prompts must stay empty (documents take none)."""
     if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                 for k, v in prompts.items()):
-        raise ValueError(f"{where}: prompts must map names to instruction strings, got {prompts!r}")
+        raise ConfigError(f"{where}: prompts must map names to instruction strings, got {prompts!r}")
     for name in DOCUMENT_PROMPT_NAMES:
         if prompts.get(name):
-            raise ValueError(f"{where}: prompts[{name!r}] = {prompts[name]!r}, but documents take no instruction")
+            raise ConfigError(f"{where}: prompts[{name!r}] = {prompts[name]!r}, but documents take no instruction")
     return prompts
 
 

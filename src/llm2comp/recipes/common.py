@@ -9,11 +9,17 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..atomic import ensure_writable_dir
 from ..models.config import is_llm2comp_folder
 from ..models.encoder import LLM2Comp
 from ..models.lora import LoraSettings
+from ..training.checkpoint import list_checkpoints
 from ..training.config import StageConfig
-from ..training.loop import LoopSettings
+from ..training.loop import LoopSettings, check_resumable
+from ..training.resume import check_resume
+from ..yaml_files import read_yaml
+
+TRAINING_CONFIG = "training_config.yaml"  # in the model folder: the settings that made it, and data statistics
 
 log = logging.getLogger("llm2comp")
 
@@ -34,8 +40,30 @@ def final_model_dir(cfg: StageConfig) -> Path:
 
 
 def finished(cfg: StageConfig) -> bool:
-    """A stage whose final model folder exists is done; rerunning it reuses the result."""
-    return is_llm2comp_folder(final_model_dir(cfg))
+    """A stage whose final model folder is complete is done; rerunning it reuses the result.
+
+    Only when it was made with the same settings: a "meaning" difference raises `ResumeMismatch`; a
+    harmless one (e.g. a larger `max_steps`) with `accept_resume_changes` makes the stage continue
+    from its last checkpoint instead, and save the model again.
+    """
+    folder = final_model_dir(cfg)
+    if not (is_llm2comp_folder(folder) and (folder / TRAINING_CONFIG).is_file()):
+        return False
+    saved = read_yaml(folder / TRAINING_CONFIG)
+    saved = saved if isinstance(saved, dict) else {}
+    return not check_resume(saved, cfg.to_dict(), folder, accept_harmless=cfg.accept_resume_changes)
+
+
+def check_output_dir(cfg: StageConfig, resume: bool) -> None:
+    """Before any data or model loads: the output folder is writable, and what it holds (a finished
+    model, checkpoints) was made with the same settings when it is to be reused or resumed."""
+    ensure_writable_dir(cfg.output_dir, "output_dir")
+    if not resume or finished(cfg):
+        return
+    existing = list_checkpoints(Path(cfg.output_dir) / "checkpoints")
+    if existing:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        check_resumable(existing[-1], cfg.to_dict(), world_size)
 
 
 def stage_tokenizer(cfg: StageConfig):
@@ -50,11 +78,12 @@ def load_encoder(cfg: StageConfig, **config_overrides) -> LLM2Comp:
     model = LLM2Comp.from_pretrained(cfg.model, num_memory_tokens=cfg.num_memory_tokens, max_length=cfg.max_length,
                                      dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, seed=cfg.seed,
                                      **config_overrides)
-    model.add_lora(LoraSettings(**cfg.lora))
+    model.add_lora(LoraSettings.from_mapping(cfg.lora))
     if model.memory is not None:  # none for MNTP (and the models it trains)
         model.memory.weight.requires_grad_(True)
     if cfg.train_input_embeddings:
         model.model.get_input_embeddings().weight.requires_grad_(True)
+        model.config.input_embeddings = True  # saved with the model (input_embeddings.safetensors)
     if cfg.gradient_checkpointing:
         model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -70,10 +99,9 @@ def loop_settings(cfg: StageConfig) -> LoopSettings:
 def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict, target: Path | None = None) -> Path:
     target = target or final_model_dir(cfg)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        model.save(target)
-        (target / "training_config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "data_stats": data_stats},
-                                                                    sort_keys=False))
+    if accelerator.is_main_process:  # the config goes in before the folder appears: never a folder without it
+        record = yaml.safe_dump({**cfg.to_dict(), "data_stats": data_stats}, sort_keys=False)
+        model.save(target, extra_files={TRAINING_CONFIG: record})
     accelerator.wait_for_everyone()
     return target
 

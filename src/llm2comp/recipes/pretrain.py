@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.corpora import load_corpus
+from ..data.reading import DataError
+from ..errors import ConfigError
 from ..training.batches import BatchStream
 from ..training.compression import OBJECTIVES, CompressionObjective, CompressionTerms, make_example
 from ..training.config import StageConfig
@@ -42,7 +44,7 @@ PRETRAIN_OBJECTIVES = (*OBJECTIVES, MNTP)
 
 def check_pretrain_objective(objective: str) -> str:
     if objective not in PRETRAIN_OBJECTIVES:
-        raise ValueError(f"stage 1 objective must be one of {PRETRAIN_OBJECTIVES}, got {objective!r}")
+        raise ConfigError(f"stage 1 objective must be one of {PRETRAIN_OBJECTIVES}, got {objective!r}")
     return objective
 
 
@@ -72,7 +74,7 @@ def build_examples(texts: list[str], tokenizer, cfg: StageConfig) -> tuple[list,
     short = "skipped_nothing_to_mask" if cfg.objective == MNTP else "skipped_too_short_to_split"
     stats = {"texts": len(texts), "examples": len(examples), short: too_short, "skipped_too_long": too_long}
     if not examples:
-        raise ValueError(f"no usable training example among {len(texts)} texts ({stats})")
+        raise DataError(f"no usable training example among {len(texts)} texts ({stats})")
     return examples, stats
 
 
@@ -89,9 +91,9 @@ def compression_terms(cfg: StageConfig) -> CompressionTerms:
 def split_held_out(texts: list[str], count: int) -> tuple[list[str], list[str]]:
     """(training texts, held texts): the last `count` texts of the shuffled corpus are never trained on."""
     if count < 0:
-        raise ValueError(f"held_out_texts must be >= 0, got {count}")
+        raise ConfigError(f"held_out_texts must be >= 0, got {count}")
     if count and count >= len(texts):
-        raise ValueError(f"held_out_texts={count} leaves no training text out of {len(texts)}")
+        raise ConfigError(f"held_out_texts={count} leaves no training text out of {len(texts)}")
     return (texts[:-count], texts[-count:]) if count else (texts, [])
 
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import yaml
 
 from ..atomic import atomic_write_bytes
+from ..errors import ConfigError
 from ..training.config import StageConfig, apply_overrides, load_stage_config
+from ..yaml_files import read_yaml
 
 log = logging.getLogger("llm2comp")
 
@@ -46,25 +48,25 @@ class StudyConfig:
 
     def __post_init__(self):
         if not self.arms:
-            raise ValueError("a study needs at least one arm (`arms: {name: {objective: kl}}`)")
+            raise ConfigError("a study needs at least one arm (`arms: {name: {objective: kl}}`)")
         unknown = [name for name in self.repeat if name not in self.arms]
         if unknown:
-            raise ValueError(f"repeat names unknown arm(s) {unknown}; arms: {sorted(self.arms)}")
+            raise ConfigError(f"repeat names unknown arm(s) {unknown}; arms: {sorted(self.arms)}")
         if not self.seeds or any(not isinstance(s, int) for s in self.seeds):
-            raise ValueError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
+            raise ConfigError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
         if any(not (0 < float(f) <= 1) for f in self.fractions):
-            raise ValueError(f"fractions must lie in (0, 1], got {self.fractions!r}")
+            raise ConfigError(f"fractions must lie in (0, 1], got {self.fractions!r}")
 
 
 def load_study_config(path, overrides: list[str] = ()) -> StudyConfig:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = read_yaml(path, "study config") or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping")
+        raise ConfigError(f"{path}: expected a mapping")
     data = apply_overrides(data, list(overrides))
     known = {f.name for f in fields(StudyConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown study key(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{path}: unknown study key(s) {unknown}; known: {sorted(known)}")
     return StudyConfig(**data)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.batching import ContrastiveBatchSampler, pair_keys
-from ..data.pairs import PairSet, read_e5_mix, read_pairs
+from ..data.pairs import PairSet, check_pair_source, read_e5_mix, read_pairs
+from ..errors import InvalidSetting
 from ..training.config import StageConfig
 from ..training.loop import train_loop
 from .common import (
@@ -29,21 +30,17 @@ from .common import (
     save_final,
 )
 
-PAIR_SOURCES = ("pairs", "e5", "wiki_demo")
-
 
 def load_pair_set(spec: dict) -> PairSet:
     """{type: pairs, path: FILE(S)[, task, instruction]} | {type: e5, path: FOLDER[, tasks]} | {type: wiki_demo}."""
-    kind = spec.get("type")
+    kind = check_pair_source(spec)
     if kind == "pairs":
         return read_pairs(spec["path"], task=spec.get("task"), instruction=spec.get("instruction"))
     if kind == "e5":
         return read_e5_mix(spec["path"], tasks=spec.get("tasks"))
-    if kind == "wiki_demo":
-        from ..data.demo_pairs import wiki_demo_pairs
+    from ..data.demo_pairs import wiki_demo_pairs
 
-        return wiki_demo_pairs()
-    raise ValueError(f"supervised data type must be one of {PAIR_SOURCES}, got {kind!r} (data: {spec})")
+    return wiki_demo_pairs()
 
 
 class SamplerStream:
@@ -67,7 +64,7 @@ class SamplerStream:
             except StopIteration:
                 self.sampler.set_epoch(self.sampler.epoch + 1)
                 self._iterator = iter(self.sampler)
-        raise ValueError("the data cannot fill one global batch without duplicate queries or positives")
+        raise InvalidSetting("the data cannot fill one global batch without duplicate queries or positives")
 
 
 def run_supervised(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path:

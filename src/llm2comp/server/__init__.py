@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 
+from ..errors import MissingDependency
+
 SERVE_PACKAGES = ("fastapi", "uvicorn")
 
 
 def require_serve_dependencies() -> None:
     missing = [name for name in SERVE_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(f"llm2comp serve needs {', '.join(missing)}: pip install 'llm2comp[serve]'")
+        raise MissingDependency(f"llm2comp serve needs {', '.join(missing)}: pip install 'llm2comp[serve]'")

@@ -19,6 +19,7 @@ import time
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import InvalidSetting
 from ..models.encoding import apply_instructions
 from ..models.long_texts import WindowEmbeddings, window_rows
 from .batching import DynamicBatcher, QueueFull, ShuttingDown, forward_pass
@@ -40,13 +41,13 @@ class EmbeddingService:
         prefix = len(model.prefix_ids())
         self.window_tokens = model.config.max_length - prefix - model.num_memory_tokens  # text budget of a row
         if settings.max_input_tokens is not None and settings.max_input_tokens > self.window_tokens:
-            raise ValueError(f"--max-input-tokens {settings.max_input_tokens} exceeds what the model holds: "
+            raise InvalidSetting(f"--max-input-tokens {settings.max_input_tokens} exceeds what the model holds: "
                              f"max_length {model.config.max_length} - BOS - {model.num_memory_tokens} memory "
                              f"tokens = {self.window_tokens}")
         self.max_input_tokens = settings.max_input_tokens or self.window_tokens
         self.long_texts = settings.long_texts or model.config.long_texts
         if self.long_texts not in SERVED_LONG_TEXT_MODES:
-            raise ValueError(f"the model's long_texts is {self.long_texts!r}, which has no OpenAI response shape; "
+            raise InvalidSetting(f"the model's long_texts is {self.long_texts!r}, which has no OpenAI response shape; "
                              f"pass --long-texts {' or '.join(SERVED_LONG_TEXT_MODES)}")
         self.overlap = model.config.long_text_overlap  # checked against the window when segments are asked for
         self.vocab_size = len(model.tokenizer)

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InvalidSetting
 from ..models.default_model import DEFAULT_MODEL_NAME
 
 
@@ -36,18 +37,18 @@ class ServerSettings:
         positive = ("max_batch_tokens", "max_queue_inputs", "max_inputs_per_request", "max_request_bytes")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise InvalidSetting(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
-            raise ValueError(f"--max-input-tokens must be >= 1, got {self.max_input_tokens}")
+            raise InvalidSetting(f"--max-input-tokens must be >= 1, got {self.max_input_tokens}")
         if self.max_wait_ms < 0 or self.graceful_timeout_s < 0:
-            raise ValueError("--max-wait-ms and --graceful-timeout must be >= 0")
+            raise InvalidSetting("--max-wait-ms and --graceful-timeout must be >= 0")
         if self.max_inputs_per_request > self.max_queue_inputs:
-            raise ValueError(f"--max-inputs-per-request ({self.max_inputs_per_request}) cannot exceed "
+            raise InvalidSetting(f"--max-inputs-per-request ({self.max_inputs_per_request}) cannot exceed "
                              f"--max-queue-inputs ({self.max_queue_inputs}): such a request could never be queued")
         if self.long_texts not in (None, "truncate", "segments"):
-            raise ValueError(f"--long-texts must be truncate or segments, got {self.long_texts!r}")
+            raise InvalidSetting(f"--long-texts must be truncate or segments, got {self.long_texts!r}")
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"--port must be in 0..65535, got {self.port}")
+            raise InvalidSetting(f"--port must be in 0..65535, got {self.port}")
 
     @property
     def model_name(self) -> str:
@@ -59,5 +60,5 @@ class ServerSettings:
             return None
         key = os.environ.get(self.api_key_env, "")
         if not key:
-            raise ValueError(f"--api-key-env {self.api_key_env}: that environment variable is unset or empty")
+            raise InvalidSetting(f"--api-key-env {self.api_key_env}: that environment variable is unset or empty")
         return key

@@ -13,15 +13,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..errors import InvalidSetting
+
 
 class BatchStream:
     def __init__(self, items: Sequence, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                  collate: Callable[[list], object] | None = None):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidSetting(f"batch_size must be >= 1, got {batch_size}")
         self.global_batch = batch_size * world_size
         if len(items) < self.global_batch:
-            raise ValueError(f"{len(items)} training examples cannot fill one global batch of "
+            raise InvalidSetting(f"{len(items)} training examples cannot fill one global batch of "
                              f"{self.global_batch} ({batch_size} per process x {world_size} processes)")
         self.items, self.batch_size, self.seed = items, batch_size, seed
         self.rank, self.collate = rank, collate or (lambda batch: batch)

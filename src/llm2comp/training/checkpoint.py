@@ -4,11 +4,14 @@
         trainable.safetensors   every trainable parameter, by name (LoRA, memory vectors, ...)
         optimizer.safetensors   AdamW moment tensors, keyed "<param index>.<name>"
         state.json              step, data position, optimizer hyper-parameters and scalar state,
-                                scheduler state, python/numpy RNG state, the resolved config
+                                scheduler state, python/numpy RNG state, the resolved config and
+                                the number of processes (resume compares both: training/resume.py)
         rng.safetensors         torch CPU (and CUDA) RNG state
 
 A killed run resumes from the newest complete checkpoint (a folder appears only once fully
-written, through one rename), so nothing already written is ever lost or half-read.
+written, through one rename), so nothing already written is ever lost or half-read; the hidden
+temporary of a checkpoint killed mid-write is removed when training starts again
+(`remove_stale_checkpoints`). A truncated or corrupt file names itself.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, remove_stale_temporaries
+from ..errors import CorruptFile
+from ..tensor_files import read_tensors
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -57,7 +62,7 @@ def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) 
 
 
 def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, data_state: dict,
-                    config: dict, keep_last: int = 3) -> Path:
+                    config: dict, keep_last: int = 3, world_size: int = 1) -> Path:
     folder = Path(folder)
     target = folder / f"step-{step:06d}"
     tensors, optimizer_meta = _optimizer_tensors(optimizer)
@@ -73,6 +78,7 @@ def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, dat
         "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
         "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
         "config": config,
+        "world_size": world_size,
     }
     with atomic_directory(target) as tmp:
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
@@ -94,22 +100,40 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_stale_checkpoints(folder: Path) -> list[Path]:
+    """Remove the hidden temporaries of checkpoint writes that were killed (`.step-NNNNNN.tmp-*`)."""
+    return remove_stale_temporaries(folder, r"step-\d+")
+
+
+def read_checkpoint_meta(path: Path) -> dict:
+    """The `state.json` of a checkpoint (step, data position, config, ...); a bad file names itself."""
+    file = Path(path) / "state.json"
+    try:
+        meta = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptFile(f"{file} is not valid JSON ({error}); delete {path} to resume from an earlier "
+                          "checkpoint") from error
+    if not isinstance(meta, dict) or "step" not in meta:
+        raise CorruptFile(f"{file} is not a checkpoint state (no 'step')")
+    return meta
+
+
 def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG; return the saved meta (step, data position)."""
     path = Path(path)
-    meta = json.loads((path / "state.json").read_text())
-    weights = load_file(str(path / "trainable.safetensors"))
+    meta = read_checkpoint_meta(path)
+    weights = read_tensors(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     missing = sorted(set(weights) - set(params))
     if missing:
-        raise ValueError(f"{path}: checkpoint holds parameters the model lacks, e.g. {missing[:3]}; "
+        raise CorruptFile(f"{path}: checkpoint holds parameters the model lacks, e.g. {missing[:3]}; "
                          "was it written by a different recipe?")
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
-    _restore_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
+    _restore_optimizer(optimizer, read_tensors(path / "optimizer.safetensors"), meta["optimizer"])
     scheduler.load_state_dict(meta["scheduler"])
-    rng = load_file(str(path / "rng.safetensors"))
+    rng = read_tensors(path / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available() and "cuda0" in rng:
         torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng])

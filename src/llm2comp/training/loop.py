@@ -2,10 +2,16 @@
 
 It owns: AdamW, linear warm-up then decay, gradient accumulation, clipping, mixed precision,
 progress bar (loss / lr / tokens per second), a JSONL metrics log and a loss-curve PNG, atomic
-checkpoints every N steps, resume, and a stop on a non-finite loss that keeps the last good
-checkpoint. What a step computes is the stage's business: `objective(batch) -> loss`, or a
-custom `step_fn(objective, batch, accelerator, scale) -> loss` for losses that run their own
-backward (the GradCache contrastive loss).
+checkpoints every N steps, resume (only with the settings the checkpoint was made with, see
+resume.py), and a stop on a non-finite loss that keeps the last good checkpoint. What a step
+computes is the stage's business: `objective(batch) -> loss`, or a custom
+`step_fn(objective, batch, accelerator, scale) -> loss` for losses that run their own backward
+(the GradCache contrastive loss).
+
+Several processes stop together: the loss is averaged over processes before it is checked, so
+when one rank's loss is not finite every rank sees it and raises at the same step. Every rank
+always runs its backward (a NaN gradient is never applied), so no rank is left waiting in a
+gradient all-reduce that another skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +30,22 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_bytes
+from ..errors import LLM2CompError, ResumeMismatch
 from .batches import BatchStream
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint_meta,
+    remove_stale_checkpoints,
+    save_checkpoint,
+)
+from .resume import WAY_OUT, check_resume
 
 log = logging.getLogger("llm2comp")
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(LLM2CompError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -57,8 +72,7 @@ class LoopResult:
 
 def _default_step(objective, batch, accelerator, scale: float) -> torch.Tensor:
     loss = objective(batch)
-    if torch.isfinite(loss):
-        accelerator.backward(loss * scale)
+    accelerator.backward(loss * scale)  # always, even when not finite: other ranks wait in its all-reduce
     return loss.detach()
 
 
@@ -103,6 +117,18 @@ def parameter_groups(named: list, settings: LoopSettings) -> list[dict]:
     return [{"params": ps, "lr": lr} for lr, ps in groups.items()]
 
 
+def check_resumable(checkpoint: Path, config: dict, world_size: int) -> None:
+    """Raise `ResumeMismatch` unless `checkpoint` was made with `config` and `world_size` (resume.py)."""
+    meta = read_checkpoint_meta(checkpoint)
+    saved_world = meta.get("world_size", world_size)
+    if saved_world != world_size:
+        raise ResumeMismatch(f"{checkpoint} was made by {saved_world} process(es), this run has {world_size}: the "
+                             f"global batch (batch_size x processes) would change. Resume with {saved_world} "
+                             f"process(es); otherwise {WAY_OUT}")
+    check_resume(meta.get("config", {}), config, checkpoint,
+                 accept_harmless=bool(config.get("accept_resume_changes", False)))
+
+
 def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSettings, *, accelerator,
                output_dir: str | Path, config: dict, resume: bool = True, count_tokens: Callable = len,
                step_fn: Callable | None = None, callbacks: list[Callable] = ()) -> LoopResult:
@@ -119,8 +145,16 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
                                   weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
     step, resumed_from = 0, None
+    if accelerator.is_main_process:
+        remove_stale_checkpoints(checkpoints)
+        if not resume:  # starting over: an older run's later steps must not be resumed or kept instead
+            for old in list_checkpoints(checkpoints):
+                log.info("not resuming: removing %s", old)
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     existing = list_checkpoints(checkpoints) if resume else []
     if existing:
+        check_resumable(existing[-1], config, accelerator.num_processes)
         meta = load_checkpoint(existing[-1], model=objective, optimizer=optimizer, scheduler=scheduler)
         step = resumed_from = meta["step"]
         stream.restore(meta["data"])
@@ -137,7 +171,7 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
         if accelerator.is_main_process:
             save_checkpoint(checkpoints, model=accelerator.unwrap_model(model), optimizer=optimizer,
                             scheduler=scheduler, step=at, data_state=stream.state(), config=config,
-                            keep_last=settings.keep_last)
+                            keep_last=settings.keep_last, world_size=accelerator.num_processes)
             _write_history(metrics_path, history)
         accelerator.wait_for_everyone()
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidSetting
 from ..losses.masked_next_token import masked_next_token_loss, states_before_masked
 from .compression import lm_logits
 
@@ -42,7 +43,7 @@ def mask_token_id(tokenizer) -> int:
     token_id = tokenizer.convert_tokens_to_ids(BLANK_TOKEN)
     unknown = token_id is None or (token_id == tokenizer.unk_token_id and tokenizer.unk_token != BLANK_TOKEN)
     if unknown:
-        raise ValueError(f"objective mntp needs a mask token: the tokenizer ({type(tokenizer).__name__}) has "
+        raise InvalidSetting(f"objective mntp needs a mask token: the tokenizer ({type(tokenizer).__name__}) has "
                          f"neither a mask token nor a {BLANK_TOKEN!r} token in its vocabulary")
     return int(token_id)
 
@@ -59,7 +60,7 @@ class MaskingSpec:
 
     def __post_init__(self):
         if not 0 < self.mask_ratio < 1:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+            raise InvalidSetting(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
 
     @classmethod
     def from_tokenizer(cls, tokenizer, mask_ratio: float = 0.2) -> MaskingSpec:
@@ -103,11 +104,11 @@ class MaskedNextTokenObjective(nn.Module):
     def __init__(self, encoder):
         super().__init__()
         if encoder.num_memory_tokens != 0:
-            raise ValueError(f"MNTP trains an encoder without memory tokens, got num_memory_tokens="
+            raise InvalidSetting(f"MNTP trains an encoder without memory tokens, got num_memory_tokens="
                              f"{encoder.num_memory_tokens}")
         rows = encoder.model.get_input_embeddings().weight.shape[0]
         if len(encoder.tokenizer) > rows:  # random replacements are drawn from the tokenizer's ids
-            raise ValueError(f"the tokenizer has {len(encoder.tokenizer)} tokens but the model embeds only {rows}")
+            raise InvalidSetting(f"the tokenizer has {len(encoder.tokenizer)} tokens but the model embeds only {rows}")
         self.encoder = encoder
 
     def forward(self, examples: list[MaskedExample]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InvalidSetting
 from .compression import CompressionObjective, make_example
 
 
@@ -35,7 +36,7 @@ def memory_gap(objective: CompressionObjective, texts: list[str], *, seed: int =
     encoder = objective.encoder
     examples = held_examples(encoder, texts, objective.objective, seed)
     if len(examples) < 2:
-        raise ValueError(f"the memory gap needs at least 2 usable held texts, got {len(examples)}")
+        raise InvalidSetting(f"the memory gap needs at least 2 usable held texts, got {len(examples)}")
     batch_size = max(batch_size, 2)
     was_training = objective.training
     objective.eval()

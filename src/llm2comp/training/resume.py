@@ -1,0 +1,64 @@
+"""A resumed run must be the run that was started.
+
+A checkpoint (and a finished stage's `model/training_config.yaml`) records the settings that made
+it. Resuming, or reusing a finished stage, compares them with the settings given now, key by key
+(`config.resume_kind`):
+
+- "meaning" settings (learning rate, batch size, objective, seed, data, model, ... and the number
+  of processes, which sets the global batch) change what is trained: any difference stops the run
+  before a step is taken, listing the differences and the way out (another `output_dir`, or
+  `--no-resume` to start this one over);
+- "harmless" ones (`max_steps` to extend a run, `save_every`, `keep_last`, `log_every`, ...) may
+  differ only when the caller says so (`--accept-resume-changes`); they are then logged;
+- "free" ones (`output_dir`, the flag itself) are never compared.
+
+A key missing from what was saved (a setting added in a later version) counts as its default.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import ResumeMismatch
+from .config import FIELDS, default_value, resume_kind
+
+log = logging.getLogger("llm2comp")
+
+WAY_OUT = ("start a new run with another output_dir, or rerun with --no-resume to train this one from "
+           "scratch (its checkpoints and model are then replaced)")
+
+
+def _value(settings: dict, key: str):
+    return settings[key] if key in settings else default_value(key) if key in FIELDS else None
+
+
+def setting_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """(key, saved value, current value) for every compared key of `current` that differs."""
+    keys = [key for key in current if resume_kind(key) != "free"]
+    return [(key, _value(saved, key), _value(current, key)) for key in keys
+            if _value(saved, key) != _value(current, key)]
+
+
+def _describe(differences) -> str:
+    return "; ".join(f"{key}: {old!r} then, {new!r} now" for key, old, new in differences)
+
+
+def check_resume(saved: dict, current: dict, where: str | Path, *, accept_harmless: bool = False) -> list:
+    """Raise `ResumeMismatch` unless `current` may continue what was `saved` at `where` (module docstring).
+
+    Returns the accepted harmless differences (empty when nothing changed).
+    """
+    differences = setting_differences(saved, current)
+    meaning = [d for d in differences if resume_kind(d[0]) == "meaning"]
+    harmless = [d for d in differences if resume_kind(d[0]) == "harmless"]
+    if meaning:
+        raise ResumeMismatch(f"{where} was made with other settings ({_describe(meaning)}); these change what is "
+                             f"trained, so it is not continued or reused. To go on: {WAY_OUT}")
+    if harmless and not accept_harmless:
+        raise ResumeMismatch(f"{where} was made with other settings ({_describe(harmless)}). These do not change "
+                             "what is trained: to continue with them pass --accept-resume-changes "
+                             f"(accept_resume_changes: true); otherwise {WAY_OUT}")
+    if harmless:
+        log.info("resuming %s with changed settings: %s", where, _describe(harmless))
+    return harmless

@@ -1,0 +1,53 @@
+"""Reading YAML files so that every problem names the file and the line.
+
+`read_yaml_with_lines` also returns the line of every mapping key (by its path of keys, e.g.
+`("stages", "pretrain", "lr")`), so that a bad value found later can be reported where it was
+written: ``configs/run.yaml:7: max_steps must be an int, got 'ten'``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError, MissingFile
+
+KeyLines = dict[tuple[str, ...], int]
+
+
+def _key_lines(node, prefix: tuple[str, ...], out: KeyLines) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            out[path] = key.start_mark.line + 1
+            _key_lines(value, path, out)
+
+
+def read_yaml_with_lines(path: str | os.PathLike, what: str = "config file") -> tuple[object, KeyLines]:
+    """The parsed content of `path` and the 1-based line of every mapping key; errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFile(f"{what} {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error})") from error
+    try:
+        data = yaml.safe_load(text)
+        lines: KeyLines = {}
+        _key_lines(yaml.compose(text), (), lines)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = " ".join(str(part) for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    return data, lines
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> object:
+    """The parsed content of a YAML (or JSON) file; errors name the file and line."""
+    return read_yaml_with_lines(path, what)[0]
