@@ -55,7 +55,7 @@ def test_study_end_to_end_and_reuse(tmp_path, tiny_llama_dir, capsys):
         gap = point["memory_gap"]
         assert gap["gap"] == pytest.approx(gap["other"] - gap["own"])
         assert 0 <= point["average"] <= 1
-    assert len(run["probe"]) == 2 and all(row["decoded"] is not None for row in run["probe"])
+    assert len(run["probe"]) == 2 and all(isinstance(row["decoded"], str) and row["expected"] for row in run["probe"])
     assert set(report["floors"]) == {"mean"}
     assert (tmp_path / "study" / "score_vs_samples.png").is_file()
     assert main(["study", "--config", str(tmp_path / "study.yaml")]) == 0  # everything reused
