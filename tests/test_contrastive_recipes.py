@@ -99,6 +99,10 @@ def test_pair_sources_and_errors(tmp_path):
     pairs = load_pair_set({"type": "pairs", "path": str(write_pairs(tmp_path / "p.jsonl"))})
     assert len(pairs) == 24 and pairs.examples[0].instruction
     assert len(load_pair_set({"type": "wiki_demo"})) > 50
+    cloze = load_pair_set({"type": "wiki_cloze"})
+    assert len(cloze) > 50 and cloze.examples[0].task == "wiki_sentence_paragraph"
+    with pytest.raises(ValueError, match="unknown key.*'path'"):
+        load_pair_set({"type": "wiki_cloze", "path": "x"})
     with pytest.raises(ValueError, match="supervised data type"):
         load_pair_set({"type": "text", "path": "x"})
     (tmp_path / "bad.jsonl").write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n')

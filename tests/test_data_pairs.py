@@ -14,6 +14,9 @@ from llm2comp.data import (
     instruction_for,
     read_e5_mix,
     read_pairs,
+    split_sentences,
+    wiki_articles,
+    wiki_cloze_pairs,
     wiki_demo_pairs,
 )
 
@@ -123,3 +126,22 @@ def test_wiki_demo_pairs():
     assert lead.negatives and lead.negatives[0] != lead.positive
     assert lead.query_text().endswith(": Anarchism")
     assert not any(e.query.endswith(("- References", "- External links")) for e in pairs.examples)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gensim") is None, reason="needs the gensim wheel's data")
+def test_wiki_cloze_pairs_take_one_sentence_out_of_its_paragraph():
+    pairs = wiki_cloze_pairs()
+    assert len(pairs) >= 1000 and pairs.stats["duplicates"] == 0
+    paragraphs = {p: article for article in wiki_articles() for p in article.paragraphs()}
+    for example in pairs.examples[:300]:
+        # the positive is a paragraph of the corpus with exactly the query sentence taken out
+        source = next(p for p in paragraphs if example.query in p and example.positive.split()[0] in p)
+        sentences = split_sentences(source)
+        assert example.query in sentences and len(sentences) >= 3
+        assert example.query not in example.positive
+        assert example.positive == " ".join(s for s in sentences if s != example.query)
+        # the hard negative is another paragraph of the same article
+        article = paragraphs[source]
+        assert example.negatives and example.negatives[0] in article.paragraphs() and example.negatives[0] != source
+        assert example.query_text().startswith("Given a sentence from a Wikipedia article")
+    assert [e.query for e in wiki_cloze_pairs().examples[:50]] == [e.query for e in pairs.examples[:50]]

@@ -31,7 +31,7 @@ def test_plan_gives_every_arm_the_same_texts_budget_and_snapshots(tmp_path, tiny
     assert [r.name for r in runs] == ["kl-s0", "kl-s1", "kl_align-s0"]
     assert {r.config.max_steps for r in runs} == {4} and {str(r.config.data) for r in runs} == {
         str(runs[0].config.data)}
-    assert all(r.config.snapshot_steps == [2] and r.config.gap_every == 2 for r in runs)
+    assert all(r.config.snapshot_steps == [2] and r.config.gap_every == 0 for r in runs)
     assert runs[2].config.alignment_weight == 1.0 and runs[0].config.alignment_weight == 0.0
     with pytest.raises(ValueError, match="unknown arm"):
         StudyConfig(arms={"kl": {}}, repeat=["nll"])
@@ -66,3 +66,26 @@ def test_study_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "s.yaml").write_text("arms: {kl: {}}\nseed: 3\n")
     with pytest.raises(ValueError, match="unknown study key"):
         load_study_config(tmp_path / "s.yaml")
+
+
+def test_memory_gap_is_logged_every_gap_every_steps_and_at_snapshots(tmp_path, tiny_llama_dir, monkeypatch):
+    # regression: the study once set gap_every to gcd(snapshot steps, gap_every), which is 1 for
+    # 125 steps at fractions 0.5 / 1.0 (step 63): the gap was measured at every step, 6x the run time
+    import llm2comp.training.memory_probe as memory_probe
+    from llm2comp.recipes.pretrain import gap_logger
+
+    config = _study(tmp_path, tiny_llama_dir)
+    config["base"].update(max_steps=125, gap_every=25)
+    (run,) = [r for r in plan_runs(StudyConfig(**config)) if r.name == "kl-s0"]
+    assert run.config.gap_every == 25 and run.config.snapshot_steps == [63]
+    measured = []
+    monkeypatch.setattr(memory_probe, "memory_gap", lambda *a, **k: measured.append(1) or {
+        "gap": 0.0, "own": 1.0, "other": 1.0, "gap_first": 0.0})
+    callback = gap_logger(None, ["held"], run.config)
+    logged = []
+    for step in range(1, 126):
+        row = {}
+        callback(step, row)
+        if row:
+            logged.append(step)
+    assert logged == [25, 50, 63, 75, 100, 125] and len(measured) == 6

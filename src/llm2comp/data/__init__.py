@@ -2,7 +2,8 @@
 
 Stage 1 (compression pre-training): `load_corpus(source, min_chars=, max_tokens=, tokenizer=, seed=, limit=)`.
 Stage 2 (SimCSE): `load_sentences(source="wiki_default", ...)`.
-Stage 3 (supervised): `read_pairs(paths)`, `read_e5_mix(folder)`, `wiki_demo_pairs()`, and
+Stage 3 (supervised): `read_pairs(paths)`, `read_e5_mix(folder)`, `wiki_demo_pairs()`,
+`wiki_cloze_pairs()`, and
 `ContrastiveBatchSampler(*pair_keys(examples), ...)` for clash-free global batches.
 A source is a dict such as ``{"type": "hf", "name": "wikitext", "config": "wikitext-103-raw-v1"}``
 (see `sources.SourceSpec`). Bad input raises `DataError` naming file and line.
@@ -10,7 +11,7 @@ A source is a dict such as ``{"type": "hf", "name": "wikitext", "config": "wikit
 
 from .batching import ContrastiveBatchSampler, pair_keys, text_key
 from .corpora import Corpus, load_corpus
-from .demo_pairs import wiki_demo_pairs
+from .demo_pairs import wiki_cloze_pairs, wiki_demo_pairs
 from .filters import count_tokens, filter_texts
 from .instructions import E5_INSTRUCTIONS, format_query, instruction_for, instruction_table
 from .pairs import PairExample, PairSet, drop_duplicates, read_e5_mix, read_pairs
@@ -24,6 +25,6 @@ __all__ = [
     "PairSet", "SOURCE_TYPES", "SourceSpec", "WIKI_LICENSE",
     "count_tokens", "drop_duplicates", "filter_texts", "format_query", "instruction_for", "instruction_table",
     "load_corpus", "load_documents", "load_sentences", "pair_keys", "read_e5_mix", "read_pairs",
-    "sentences_from_documents", "split_sentences", "text_key", "wiki_articles", "wiki_demo_pairs",
+    "sentences_from_documents", "split_sentences", "text_key", "wiki_articles", "wiki_cloze_pairs", "wiki_demo_pairs",
     "wiki_dump_path", "wiki_paragraphs",
 ]

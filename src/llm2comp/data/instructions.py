@@ -58,6 +58,9 @@ TASK_ALIASES: dict[str, str] = {
 #: The offline demo task (Wikipedia heading -> paragraph); not an E5 task, not evaluation data.
 WIKI_DEMO_TASK = "wiki_heading_paragraph"
 WIKI_DEMO_INSTRUCTION = "Given a Wikipedia article title and section heading, retrieve the paragraph of that section"
+#: The offline inverse-cloze task (a sentence -> the rest of its paragraph); not evaluation data.
+WIKI_CLOZE_TASK = "wiki_sentence_paragraph"
+WIKI_CLOZE_INSTRUCTION = "Given a sentence from a Wikipedia article, retrieve the paragraph it was taken from"
 
 
 def instruction_table(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -65,6 +68,7 @@ def instruction_table(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     table = dict(E5_INSTRUCTIONS)
     table.update({alias: E5_INSTRUCTIONS[target] for alias, target in TASK_ALIASES.items()})
     table[WIKI_DEMO_TASK] = WIKI_DEMO_INSTRUCTION
+    table[WIKI_CLOZE_TASK] = WIKI_CLOZE_INSTRUCTION
     table.update(extra or {})
     return table
 

@@ -112,7 +112,8 @@ def _instruction(row: dict, table: Mapping[str, str], default_task: str | None, 
     return default_instruction, task
 
 
-PAIR_SOURCES = {"pairs": ("path", "task", "instruction"), "e5": ("path", "tasks"), "wiki_demo": ()}  # type -> keys
+PAIR_SOURCES = {"pairs": ("path", "task", "instruction"), "e5": ("path", "tasks"), "wiki_demo": (),
+                "wiki_cloze": ()}  # type -> keys
 
 
 def check_pair_source(spec) -> str:

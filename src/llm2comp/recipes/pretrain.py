@@ -98,13 +98,15 @@ def split_held_out(texts: list[str], count: int) -> tuple[list[str], list[str]]:
 
 
 def gap_logger(objective: CompressionObjective, held: list[str], cfg: StageConfig):
-    """A loop callback that adds the memory gap on the held texts to the metrics row (see memory_probe)."""
+    """A loop callback that adds the memory gap on the held texts to the metrics row (see memory_probe),
+    every `gap_every` steps, at every snapshot step and at the end."""
     from ..training.memory_probe import memory_gap
 
-    every = cfg.gap_every or cfg.max_steps  # 0: only at the end
+    every = cfg.gap_every or cfg.max_steps  # 0: only at the end (and at the snapshots)
+    snapshots = {int(s) for s in cfg.snapshot_steps}
 
     def callback(step: int, row: dict) -> None:
-        if step % every and step != cfg.max_steps:
+        if step % every and step != cfg.max_steps and step not in snapshots:
             return
         gap = memory_gap(objective, held, seed=cfg.seed, batch_size=cfg.batch_size)
         row.update({f"memory_{key}": value for key, value in gap.items() if key != "texts"})

@@ -98,7 +98,8 @@ def plan_runs(study: StudyConfig) -> list[Run]:
             config = load_stage_config(None, [], **values)
             steps = sorted({max(1, math.ceil(float(f) * config.max_steps)) for f in study.fractions})
             config.snapshot_steps = [s for s in steps if s < config.max_steps]
-            config.gap_every = math.gcd(*steps, config.gap_every) if config.held_out_texts else 0
+            if not config.held_out_texts:
+                config.gap_every = 0  # the gap needs held texts; with them it is also logged at every snapshot
             runs.append(Run(f"{arm}-s{seed}", arm, seed, config))
     return runs
 

@@ -32,15 +32,16 @@ from .common import (
 
 
 def load_pair_set(spec: dict) -> PairSet:
-    """{type: pairs, path: FILE(S)[, task, instruction]} | {type: e5, path: FOLDER[, tasks]} | {type: wiki_demo}."""
+    """{type: pairs, path: FILE(S)[, task, instruction]} | {type: e5, path: FOLDER[, tasks]} | {type: wiki_demo}
+    | {type: wiki_cloze}."""
     kind = check_pair_source(spec)
     if kind == "pairs":
         return read_pairs(spec["path"], task=spec.get("task"), instruction=spec.get("instruction"))
     if kind == "e5":
         return read_e5_mix(spec["path"], tasks=spec.get("tasks"))
-    from ..data.demo_pairs import wiki_demo_pairs
+    from ..data.demo_pairs import wiki_cloze_pairs, wiki_demo_pairs
 
-    return wiki_demo_pairs()
+    return wiki_cloze_pairs() if kind == "wiki_cloze" else wiki_demo_pairs()
 
 
 class SamplerStream:
