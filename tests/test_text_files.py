@@ -36,3 +36,65 @@ def test_custom_field_and_errors(tmp_path):
         read_texts(tmp_path / "latin.txt")
     with pytest.raises(FileNotFoundError, match="nothere.txt"):
         read_texts(tmp_path / "nothere.txt")
+
+
+def test_not_gzip_and_truncated_gzip_are_named_errors(tmp_path):
+    fake = tmp_path / "fake.txt.gz"
+    fake.write_text("plain text, not gzip\n")
+    with pytest.raises(DataError, match=r"fake.txt.gz: is not valid gzip data .*rename it without .gz"):
+        read_texts(fake)
+    whole = gzip.compress(("a line of text\n" * 2000).encode())
+    (tmp_path / "cut.txt.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"cut.txt.gz: is a truncated gzip file"):
+        read_texts(tmp_path / "cut.txt.gz")
+    (tmp_path / "fake.jsonl.bz2").write_text('{"text": "a"}\n')
+    with pytest.raises(DataError, match=r"fake.jsonl.bz2: is not valid bz2 data"):
+        read_texts(tmp_path / "fake.jsonl.bz2")
+
+
+def test_pipes_devices_and_stdin_are_read(tmp_path, monkeypatch):
+    import io
+    import os
+    import sys
+
+    read, write = os.pipe()  # what a shell's <(printf 'a\nb\n') gives: /dev/fd/N, a pipe
+    os.write(write, b"from a pipe\n\nsecond\n")
+    os.close(write)
+    try:
+        assert read_texts(f"/dev/fd/{read}") == ["from a pipe", "second"]
+    finally:
+        os.close(read)
+    with pytest.raises(DataError, match=r"/dev/null: holds no texts"):  # a device: read, and empty
+        read_texts("/dev/null")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfone\r\ntwo\n")))
+    assert read_texts("-") == ["one", "two"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n")))
+    with pytest.raises(DataError, match=r"<stdin>: holds no texts"):
+        read_texts("-")
+
+
+def test_folders_binary_utf16_and_json_files_are_refused(tmp_path):
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(DataError, match=r"folder.txt: is a folder; expected a file"):
+        read_texts(tmp_path / "folder.txt")
+    (tmp_path / "binary.txt").write_bytes(b"ok\nab\x00\x01cd\n")
+    with pytest.raises(DataError, match=r"binary.txt:2: a NUL byte at column 3: this looks like a binary file"):
+        read_texts(tmp_path / "binary.txt")
+    (tmp_path / "wide.txt").write_bytes("hello\nworld\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"wide.txt:1: is UTF-16 text .*iconv -f utf-16"):
+        read_texts(tmp_path / "wide.txt")
+    (tmp_path / "texts.json").write_text('["a", "b"]')
+    with pytest.raises(DataError, match=r"texts.json: is a .json file; give one text per line"):
+        read_texts(tmp_path / "texts.json")
+
+
+def test_unreadable_file_is_a_named_error(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    path = tmp_path / "secret.txt"
+    path.write_text("a\n")
+    path.chmod(0)
+    with pytest.raises(DataError, match=r"secret.txt: cannot be read: Permission denied"):
+        read_texts(path)

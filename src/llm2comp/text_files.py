@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data.reading import DataError, format_suffix, iter_jsonl, iter_lines, require_text
+from .data.reading import STDIN, DataError, display_name, format_suffix, iter_jsonl, iter_lines, require_text
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 def read_texts(path: str | Path, field: str = "text", instruction_field: str = "instruction") -> list:
     """Return a list of str, or of (instruction, text) pairs where a JSONL row has an instruction.
 
     .txt: one text per line, blank lines skipped. .jsonl: one JSON object per line with `field`.
-    Files may be gzip/bz2 compressed. Errors (a `DataError`) name the file and line.
+    Files may be gzip/bz2 compressed; pipes and devices (`/dev/stdin`, `<(...)`) are read like
+    files, and `-` reads the standard input (one text per line). Errors (a `DataError`) name the
+    file and line.
     """
-    path = Path(path)
+    path = Path(path) if str(path) != STDIN else STDIN
+    suffix = format_suffix(path) if path != STDIN else ""
+    if suffix == ".json":
+        raise DataError("is a .json file; give one text per line (.txt) or one JSON object per line (.jsonl, "
+                        f"with a {field!r} field)", path)
     items: list = []
-    if format_suffix(path) in (".jsonl", ".ndjson"):
+    if suffix in JSONL_SUFFIXES:
         for number, row in iter_jsonl(path):
             text = require_text(row, field, path, number)
             instruction = row.get(instruction_field)
@@ -26,5 +34,5 @@ def read_texts(path: str | Path, field: str = "text", instruction_field: str = "
     else:
         items = [line for _, line in iter_lines(path) if line.strip()]
     if not items:
-        raise DataError("holds no texts", path)
+        raise DataError("holds no texts (it is empty or holds only blank lines)", display_name(path))
     return items

@@ -13,8 +13,8 @@ import numpy as np
 from ..atomic import atomic_write_bytes, ensure_writable_file
 from ..errors import InvalidSetting
 from ..models.default_model import DEFAULT_MODEL_NAME
-from .arguments import add_trust_remote_code, positive_int
-from .long_text_options import add_long_text_arguments
+from .arguments import add_trust_remote_code, device_name, non_blank_text, positive_int
+from .long_text_options import add_long_text_arguments, check_overlap_applies
 
 
 def add_parser(sub) -> None:
@@ -27,17 +27,20 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("--model", default=DEFAULT_MODEL_NAME,
                         help=f"saved LLM2Comp folder, Hub id or local backbone folder (default: {DEFAULT_MODEL_NAME})")
-    parser.add_argument("--input", required=True, help="texts.txt or texts.jsonl")
+    parser.add_argument("--input", required=True,
+                        help="texts.txt or texts.jsonl (also .gz/.bz2, a pipe such as <(...), or - for the "
+                        "standard input, one text per line)")
     parser.add_argument("--output", required=True,
                         help="where to write the embeddings (.npy; .npz with --long-texts multivector)")
     parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
-    parser.add_argument("--instruction", default=None, help="instruction prepended to every text (queries)")
+    parser.add_argument("--instruction", type=non_blank_text, default=None,
+                        help="instruction prepended to every text (queries)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     parser.add_argument("--pooling", choices=["memory_mean", "mean", "last"], default=None,
                         help="for a plain backbone: memory_mean (default), or mean/last token baselines")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
     parser.set_defaults(run=run)
@@ -52,11 +55,13 @@ def run(args) -> int:
     if not str(args.output).endswith(suffix):
         raise InvalidSetting(f"--output {args.output}: expected a {suffix} file"
                              + (" (--long-texts multivector writes vectors + text_index)" if multivector else ""))
-    texts = read_texts(args.input, field=args.field)
+    check_overlap_applies(args.overlap, args.long_texts)
     ensure_writable_file(args.output)  # before the model loads and encodes everything
+    texts = read_texts(args.input, field=args.field)
     model = load_for_use(args.model, args.pooling, dtype=args.dtype, device=args.device,
                          trust_remote_code=args.trust_remote_code)
     model.set_long_texts(args.long_texts, args.overlap)
+    check_overlap_applies(args.overlap, model.config.long_texts, saved=True)
     embeddings = model.encode(texts, batch_size=args.batch_size, show_progress_bar=True,
                               normalize_embeddings=args.normalize, instruction=args.instruction)
     buffer = io.BytesIO()

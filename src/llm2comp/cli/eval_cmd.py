@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
-from .arguments import add_trust_remote_code, positive_int
-from .long_text_options import add_long_text_arguments
+from .arguments import add_trust_remote_code, device_name, non_negative_int, positive_int
+from .long_text_options import add_long_text_arguments, check_overlap_applies
 
 EPILOG = """examples:
   llm2comp eval --model smollm2-135m --pooling mean --output eval/mean      # untrained baseline, offline
@@ -34,16 +34,17 @@ def add_parser(sub) -> None:
     parser.add_argument("--compare", default=None,
                         help="a saved results.json (or its folder), or another model to evaluate side by side")
     parser.add_argument("--compare-pooling", choices=["memory_mean", "mean", "last"], default=None,
-                        help="--pooling for the --compare model")
+                        help="--pooling for the --compare model (only when --compare names a model)")
     parser.add_argument("--max-items", type=positive_int, default=None,
                         help="cap every task at N items (seeded subsample)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every subsample (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of every subsample (default: 0)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--instructions", default=None,
-                        help="YAML/JSON file mapping task name -> instruction (overrides defaults; '' = none)")
+                        help="YAML/JSON file mapping task name -> instruction (overrides defaults; '' = none); "
+                        "every name must be a task of the suite")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the spectrum / memory diagnostics")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
     parser.set_defaults(run=run)
@@ -56,15 +57,24 @@ def _read_instructions(path: str | None) -> dict[str, str] | None:
     from ..yaml_files import read_yaml
 
     data = read_yaml(path, "instructions file")  # JSON is valid YAML
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ConfigError(f"{path}: expected a mapping of task name -> instruction text")
+    if not isinstance(data, dict) or not data:
+        found = "nothing" if not data else f"a {type(data).__name__}"
+        raise ConfigError(f"{path}: expected a mapping of task name -> instruction text, found {found}")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: task {key!r}: the instruction must be text ('' = none), got "
+                              f"{type(value).__name__}")
     return {str(k): v for k, v in data.items()}
 
 
 def run(args) -> int:
+    from ..errors import InvalidSetting
     from ..evaluation.report import REPORT_NAME, model_label
     from ..evaluation.runner import evaluate
 
+    if args.compare_pooling is not None and args.compare is None:
+        raise InvalidSetting("--compare-pooling applies only with --compare naming a model to evaluate")
+    check_overlap_applies(args.overlap, args.long_texts)
     instructions = _read_instructions(args.instructions)
     # evaluate() reads the suite (or checks the Hub for MTEB suites) and the output folder before the model loads
     results = evaluate(args.model, args.suite, args.output, pooling=args.pooling, max_items=args.max_items,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
-from .arguments import add_trust_remote_code, positive_int
-from .long_text_options import add_long_text_arguments
+from .arguments import add_trust_remote_code, non_blank_text, positive_int
+from .long_text_options import add_long_text_arguments, check_overlap_applies
 
 EXAMPLE_DOCUMENTS = [
     "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
@@ -27,9 +27,12 @@ def add_parser(sub) -> None:
                             description="Embed queries (with an instruction) and documents (without), "
                             "and print each query's top matches by cosine similarity.")
     parser.add_argument("--model", default=DEFAULT_MODEL_NAME)
-    parser.add_argument("--query", action="append", help="a query (repeatable; default: examples)")
-    parser.add_argument("--documents", default=None, help=".txt/.jsonl file of documents (default: examples)")
-    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
+    parser.add_argument("--query", action="append", type=non_blank_text,
+                        help="a query (repeatable; default: examples)")
+    parser.add_argument("--documents", default=None,
+                        help=".txt/.jsonl file of documents, or - for the standard input (default: examples)")
+    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
+                        help="instruction given to the queries ('' = none; default: a retrieval instruction)")
     parser.add_argument("--top", type=positive_int, default=2, help="matches shown per query (>= 1)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
@@ -57,9 +60,12 @@ def run(args) -> int:
     from ..models.loading import load_for_use
     from ..text_files import read_texts
 
-    documents = read_texts(args.documents) if args.documents else EXAMPLE_DOCUMENTS
+    check_overlap_applies(args.overlap, args.long_texts)
+    documents = read_texts(args.documents) if args.documents is not None else EXAMPLE_DOCUMENTS
     queries = args.query or EXAMPLE_QUERIES
+    instruction = args.instruction if args.instruction.strip() else None
     model = load_for_use(args.model, trust_remote_code=args.trust_remote_code)
     model.set_long_texts(args.long_texts, args.overlap)
-    print_search(queries, semantic_search(model, queries, documents, args.instruction, args.top))
+    check_overlap_applies(args.overlap, model.config.long_texts, saved=True)
+    print_search(queries, semantic_search(model, queries, documents, instruction, args.top))
     return 0

@@ -92,6 +92,20 @@ def _summarise_warnings(caught, desc: str) -> None:
                       "keeps them whole)", stacklevel=4)
 
 
+def _checked_overlap(model, long_texts: str, overlap: int | None) -> int | None:
+    """`overlap` if it can apply: windows are cut (segments / multivector) and it fits inside one window."""
+    from ..models.long_texts import check_overlap, window_budget
+
+    if overlap is None:
+        return None
+    if long_texts == "truncate":
+        raise InvalidSetting(f"overlap={overlap!r} applies only with long_texts 'segments' or 'multivector' (where texts "
+                             "are cut into windows); with 'truncate' no windows overlap. Set long_texts, or drop "
+                             "overlap")
+    config = model.config
+    return check_overlap(overlap, window_budget(config.max_length, len(model.prefix_ids()), config.num_memory_tokens))
+
+
 class Embedder:
     """Encode texts through a model, caching by (instruction, text); one model call per call.
 
@@ -120,7 +134,7 @@ class Embedder:
         if isinstance(model, LLM2Comp) and long_texts is None:
             long_texts = model.config.long_texts
         self.long_texts = long_texts or "truncate"
-        self.overlap = overlap
+        self.overlap = _checked_overlap(model, self.long_texts, overlap)
         self._cache: dict[tuple[str | None, str], np.ndarray] = {}
         self._windows: dict[tuple[str | None, str], np.ndarray] = {}  # multivector mode only
         self.num_encoded = 0  # texts actually run through the model (cache misses)

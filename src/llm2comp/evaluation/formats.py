@@ -11,6 +11,7 @@ column names. Every error names the file, the column and, for a bad cell, the li
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -64,8 +65,10 @@ def read_table(path: str | Path, columns: dict[str, str], optional: dict[str, st
     `columns` maps each required role to its column name; `optional` maps roles that may be absent.
     Missing columns, an empty file and empty required cells raise `EvalDataError`.
     """
-    path = Path(path)
-    if not path.is_file():
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise EvalDataError(f"evaluation file {path} is a folder; expected a .tsv, .csv or .jsonl file")
+    if not path.exists():  # pipes and devices (`<(...)`) are read like files
         raise MissingFile(f"evaluation file {path} does not exist")
     header, rows = _raw_rows(path)
     if not rows:
@@ -90,10 +93,17 @@ def read_table(path: str | Path, columns: dict[str, str], optional: dict[str, st
 
 
 def as_float(value, path, number: int, column: str) -> float:
+    """A finite number: NaN and infinity (`nan`, `inf`, JSON `NaN`) are refused, as are booleans."""
+    if isinstance(value, bool):
+        raise EvalDataError(f"{path}:{number}: column {column!r} must be a number, got {value!r}")
     try:
-        return float(value)
+        number_value = float(value)
     except (TypeError, ValueError):
         raise EvalDataError(f"{path}:{number}: column {column!r} must be a number, got {value!r}") from None
+    if not math.isfinite(number_value):
+        raise EvalDataError(f"{path}:{number}: column {column!r} must be a finite number, got {value!r}; fill in "
+                            "the value or remove the row")
+    return number_value
 
 
 def as_text(value, path, number: int, column: str) -> str:

@@ -10,13 +10,18 @@ fractions (0-1) like MTEB's; the report shows them x 100 like the paper.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from ..errors import CorruptFile, MissingFile
+from ..errors import CorruptFile, LLM2CompError, MissingFile
 
 RESULTS_NAME = "results.json"
 REPORT_NAME = "report.md"
+
+
+class NonFiniteResult(LLM2CompError, ValueError):
+    """A result holds NaN or infinity, which JSON cannot hold (and a mean of which means nothing)."""
 
 
 def model_label(results: dict) -> str:
@@ -28,15 +33,19 @@ def model_label(results: dict) -> str:
 
 def load_results(path: str | Path) -> dict:
     """Read a `results.json` (or the folder holding one)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         path = path / RESULTS_NAME
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise MissingFile(f"no saved results at {path}")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+        results = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CorruptFile(f"{path} is not valid JSON: {error}") from error
+    except ValueError as error:  # NaN / Infinity
+        raise CorruptFile(f"{path}: {error}; it is not a results file written by llm2comp") from error
+    except OSError as error:
+        raise CorruptFile(f"{path} cannot be read: {error.strerror or error}") from error
     if not isinstance(results, dict) or not isinstance(results.get("tasks"), list):
         raise CorruptFile(f"{path} is not an llm2comp results file (no 'tasks' list)")
     return results
@@ -162,9 +171,37 @@ def write_report(results: dict, output_dir: str | Path) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / RESULTS_NAME, output_dir / REPORT_NAME
-    atomic_write_bytes(json_path, (json.dumps(results, indent=2, default=_jsonable) + "\n").encode())
+    atomic_write_bytes(json_path, (results_json(results) + "\n").encode())
     atomic_write_bytes(md_path, render_markdown(results).encode())
     return json_path, md_path
+
+
+def results_json(results: dict) -> str:
+    """`results` as strict JSON (no bare NaN / Infinity): a non-finite number raises `NonFiniteResult` naming it."""
+    try:
+        return json.dumps(results, indent=2, default=_jsonable, allow_nan=False)
+    except ValueError as error:
+        bad = non_finite_paths(json.loads(json.dumps(results, default=_jsonable)))
+        where = ", ".join(f"{key} = {value}" for key, value in bad[:5]) or str(error)
+        raise NonFiniteResult(f"the results hold values that are not numbers ({where}); JSON cannot hold them, "
+                              "so results.json was not written. A NaN score comes from data or embeddings that "
+                              "do not vary (all equal)") from error
+
+
+def non_finite_paths(value, path: str = "") -> list[tuple[str, float]]:
+    """`[(path, value)]` of every NaN / infinite float in nested dicts and lists, e.g. `tasks[0].main_score`."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(path or "value", value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items()
+                for found in non_finite_paths(item, f"{path}.{key}" if path else str(key))]
+    if isinstance(value, (list, tuple)):
+        return [found for index, item in enumerate(value) for found in non_finite_paths(item, f"{path}[{index}]")]
+    return []
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"holds {name}, which is not a number")
 
 
 def _jsonable(value):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import platform
 import time
@@ -14,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import ensure_writable_dir
-from ..errors import InvalidSetting
+from ..errors import InvalidSetting, LLM2CompError, MissingFile, UnknownName
 from ..models.loading import load_for_use as load_model
-from .base import Embedder, Task
+from .base import Embedder, EvalDataError, Task
 from .diagnostics import (
     correlation_summary,
     embedding_spectrum,
@@ -54,11 +55,16 @@ def describe_machine(model) -> dict:
 
 
 def run_task(task: Task, embed: Embedder) -> dict:
-    """Evaluate one task and return its MTEB-like record."""
+    """Evaluate one task and return its MTEB-like record (a main score that is not a number is refused)."""
     start = time.perf_counter()
     metrics = task.evaluate(embed)
+    main_score = float(metrics["main_score"])
+    if not math.isfinite(main_score):
+        raise EvalDataError(f"task {task.name} ({task.source}): its main score {task.main_metric} is {main_score} "
+                            "(not a number): the data or the embeddings do not vary (e.g. all embeddings equal, "
+                            "or constant gold scores); check the task's file and the model")
     return {"task_name": task.name, "type": task.type, "main_metric": task.main_metric,
-            "main_score": float(metrics["main_score"]), "n": task.n_items, "unit": task.unit,
+            "main_score": main_score, "n": task.n_items, "unit": task.unit,
             "description": task.description, "source": task.source, "instruction": task.instruction,
             "scores": {"test": [{**metrics, "hf_subset": "default", "languages": ["eng-Latn"]}]},
             "evaluation_time": round(time.perf_counter() - start, 2)}
@@ -82,15 +88,54 @@ def _diagnostics(model, embed: Embedder, output_dir: Path | None, seed: int, bat
     return out
 
 
-def _resolve_compare(compare, suite, **settings) -> dict:
-    """A results dict as is; a results.json (or its folder) loaded; anything else evaluated as a model."""
-    if isinstance(compare, dict):
+def _prepare_compare(compare, compare_pooling: str | None, trust_remote_code: bool):
+    """Check `compare` before any work: saved results are loaded now; a model reference is checked to exist.
+
+    Returns the loaded results dict, or the model (name, path or object) to evaluate after the main one.
+    """
+    if compare is None or isinstance(compare, dict):
+        if compare_pooling is not None:
+            raise InvalidSetting(f"compare_pooling={compare_pooling!r} applies only when compare names a model to "
+                                 "evaluate" + (", not saved results" if compare is not None else "; compare is not set"))
         return compare
-    if isinstance(compare, (str, os.PathLike)):
-        path = Path(compare)
-        if path.suffix == ".json" or (path.is_dir() and (path / RESULTS_NAME).is_file()):
-            return load_results(path)
-    return evaluate(compare, suite, **settings)
+    if not isinstance(compare, (str, os.PathLike)):
+        return compare  # a model object
+    path = Path(compare).expanduser()
+    if path.suffix == ".json" or (path.is_dir() and (path / RESULTS_NAME).exists()):
+        if compare_pooling is not None:
+            raise InvalidSetting(f"compare_pooling={compare_pooling!r} applies only when compare names a model to "
+                                 f"evaluate; {compare} holds saved results")
+        return load_results(path)
+    _check_model_reference(compare, compare_pooling, trust_remote_code)
+    return compare
+
+
+def _check_model_reference(reference, pooling: str | None, trust_remote_code: bool) -> None:
+    """Raise unless `reference` can be loaded as a model: an LLM2Comp folder, a backbone folder, the default
+    alias or a Hub id (whose config is fetched; no weights are read)."""
+    from ..models.backbone import load_backbone_config, resolve_backbone_path
+    from ..models.config import is_llm2comp_folder
+
+    if is_llm2comp_folder(reference):
+        if pooling in ("mean", "last"):
+            raise InvalidSetting(f"compare_pooling {pooling!r} is for plain backbones; {reference} is a trained "
+                                 "LLM2Comp model")
+        return
+    try:
+        resolved = resolve_backbone_path(reference)
+        if not os.path.exists(resolved):  # a Hub id
+            load_backbone_config(resolved, trust_remote_code=trust_remote_code)
+    except MissingFile as error:
+        raise MissingFile(f"compare {reference}: not a saved {RESULTS_NAME}, a folder holding one, or a model "
+                          f"({error})") from error
+
+
+def _check_instructions(instructions: dict[str, str] | None, task_names: list[str], suite_name: str) -> None:
+    """Refuse instructions for tasks that are not in the suite (a typo would silently change nothing)."""
+    unknown = sorted(set(instructions or {}) - set(task_names))
+    if unknown:
+        raise UnknownName(f"instructions name task(s) not in the {suite_name} suite: {unknown}; its tasks are "
+                          f"{task_names}")
 
 
 def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Path | None = None, *,
@@ -126,10 +171,13 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
                              "'segments' or 'truncate' (multivector works on the offline task types)")
 
         mteb_tasks = load_mteb_suite(str(suite))  # before loading the model: fail fast without the Hub
+        _check_instructions(instructions, [task.metadata.name for task in mteb_tasks], str(suite))
     else:
         suite_object = get_suite(suite, max_items, seed)
+        _check_instructions(instructions, [task.name for task in suite_object.tasks], suite_object.name)
     if output_dir is not None:  # before the model loads: a result that cannot be written is lost
         ensure_writable_dir(output_dir, "evaluation output folder")
+    compare = _prepare_compare(compare, compare_pooling, trust_remote_code)  # results loaded, or the model checked
     if isinstance(model, (str, os.PathLike)):
         name = name or str(model)
         model = load_model(model, pooling, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
@@ -165,13 +213,21 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
     results["diagnostics"] = _diagnostics(model, embed, output_dir, seed, batch_size) if diagnostics else {}
     results["elapsed_s"] = round(time.perf_counter() - start, 1)
     results["cpu_time_s"] = round(time.process_time() - cpu_start, 1)  # all threads; ~2x wall on 2 idle cores
-    other = None
-    if compare is not None:
-        other = _resolve_compare(compare, suite_object or suite, max_items=max_items, seed=seed,
-                                 batch_size=batch_size, pooling=compare_pooling, diagnostics=diagnostics,
-                                 instructions=instructions, show_progress_bar=show_progress_bar, dtype=dtype,
-                                 device=device, long_texts=long_texts, overlap=overlap,
-                                 trust_remote_code=trust_remote_code)
+    other = compare if isinstance(compare, dict) else None
+    if compare is not None and other is None:
+        if output_dir is not None:  # the main results are safe even if the other model fails
+            _write_outputs(results, None, output_dir)
+            tqdm.write(f"wrote {output_dir / RESULTS_NAME}; now evaluating {compare} to compare")
+        try:
+            other = evaluate(compare, suite_object or suite, max_items=max_items, seed=seed, batch_size=batch_size,
+                             pooling=compare_pooling, diagnostics=diagnostics, instructions=instructions,
+                             show_progress_bar=show_progress_bar, dtype=dtype, device=device, long_texts=long_texts,
+                             overlap=overlap, trust_remote_code=trust_remote_code)
+        except LLM2CompError:
+            if output_dir is not None:
+                tqdm.write(f"the comparison failed; {output_dir / RESULTS_NAME} holds the results without it")
+            raise
+    if other is not None:
         results["comparison"] = compare_results(results, other)
         results["compared_with"] = {key: other.get(key) for key in ("model", "suite", "date", "average")}
     if output_dir is not None:

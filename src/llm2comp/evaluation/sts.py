@@ -51,6 +51,10 @@ class STSTask(Task):
         if not (len(self.texts1) == len(self.texts2) == len(self.scores)):
             raise EvalDataError(f"{self.source}: texts1, texts2 and scores differ in length "
                                 f"({len(self.texts1)}, {len(self.texts2)}, {len(self.scores)})")
+        bad = next((index for index, score in enumerate(self.scores) if not np.isfinite(score)), None)
+        if bad is not None:
+            raise EvalDataError(f"{self.source}: scores[{bad}] is {self.scores[bad]}; gold scores must be finite "
+                                "numbers")
         if len(self.scores) < 3:
             raise EvalDataError(f"{self.source}: an STS task needs at least 3 pairs, got {len(self.scores)}")
         if len(set(self.scores)) < 2:
