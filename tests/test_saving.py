@@ -54,9 +54,10 @@ def test_stacked_stages_and_merged_save(trained_like, tmp_path):
 def test_saving_over_an_existing_folder_replaces_it_atomically(trained_like, tmp_path):
     target = tmp_path / "m"
     trained_like.save(target)
-    (target / "stale.txt").write_text("old")
+    (target / "adapters" / "01").mkdir()  # a model file the new save does not write (an older, longer stack)
+    (target / "adapters" / "01" / "adapter_model.safetensors").write_bytes(b"old")
     trained_like.save(target)
-    assert not (target / "stale.txt").exists()
+    assert not (target / "adapters" / "01").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp folders left behind
 
 

@@ -6,6 +6,10 @@ temporary behind; the next write of the same target removes it (`remove_stale_te
 training removes its own in `checkpoints/` when it starts. Written files and folders get the modes
 that an ordinary `open()` / `mkdir()` would give under the process umask (0644 / 0755 by default),
 or, when a file replaces an existing one, that file's mode.
+
+A folder never replaces a file, nor the folder the process works in; what may replace an existing
+folder is decided by the caller (a model folder: `models/saving.py`), which can also keep some of
+its files (`atomic_directory(path, keep=...)`).
 """
 
 from __future__ import annotations
@@ -92,13 +96,95 @@ def ensure_writable_file(path: str | os.PathLike, what: str = "output file") -> 
     return path
 
 
+def _inside(folder: Path, path: Path) -> bool:
+    """`path` is `folder` or lies somewhere below it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def check_not_working_folder(path: Path) -> None:
+    """Refuse to replace the folder this process works in (or one holding it): after the swap its
+    working folder would be a deleted one (and renaming "." fails with EBUSY)."""
+    try:
+        cwd = Path.cwd().resolve()
+    except FileNotFoundError:
+        return
+    if path.exists() and _inside(path.resolve(), cwd):
+        raise OutputError(f"cannot replace {path}: it is the current working folder of this process (or holds it); "
+                          "change to another folder first (os.chdir), or write to another path")
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike):
+def _interrupts_deferred():
+    """Hold back Ctrl-C (SIGINT) for the few instructions of a two-rename swap, then deliver it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+def _carry_over(old: Path, new: Path, wanted) -> None:
+    """Put every file of `old` whose relative path `wanted` accepts into `new`, unless `new` has that path.
+
+    Files are hard-linked (no data copied; the originals stay where they are until the swap), or
+    copied where links are not possible; symbolic links are recreated, not followed. Empty folders
+    that are wanted are recreated.
+    """
+    for root, dirs, files in os.walk(old):
+        here = Path(root)
+        if here != old and not dirs and not files:  # an empty folder
+            rel = here.relative_to(old).as_posix()
+            target = new / rel
+            if wanted(rel) and not os.path.lexists(target) and _free(new, target.parent):
+                target.mkdir(parents=True)
+            continue
+        for name in files + [name for name in dirs if (here / name).is_symlink()]:
+            source = here / name
+            rel = source.relative_to(old).as_posix()
+            target = new / rel
+            if not wanted(rel) or os.path.lexists(target) or not _free(new, target.parent):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _free(root: Path, folder: Path) -> bool:
+    """No file (or link) of `root`'s new content stands where the folder `folder` has to be."""
+    while folder != root:
+        if os.path.lexists(folder) and (folder.is_symlink() or not folder.is_dir()):
+            return False
+        folder = folder.parent
+    return True
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, *, keep=None):
     """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
 
+    A folder only ever replaces a folder: an existing *file* at `path` is refused (`OutputError`), as
+    is the folder this process works in. `keep(relative_path) -> bool` (optional) names the files of
+    the folder being replaced that go on into the new one (hard-linked before the swap, so they are
+    never absent), unless the new folder has a file of that name. Deciding whether a folder may be
+    replaced at all is the caller's business (`models/saving.py` for model folders).
     On error the temporary folder is removed and `path` is left untouched.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(Path(path).expanduser()))  # "." and "x/.." get their real name
+    if os.path.lexists(path) and not path.is_dir():
+        raise OutputError(f"cannot write the folder {path}: a file of that name exists; remove it or choose "
+                          "another path")
+    check_not_working_folder(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent, re.escape(path.name))
@@ -108,10 +194,13 @@ def atomic_directory(path: str | os.PathLike):
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        if path.exists():
+        if keep is not None and path.is_dir() and not path.is_symlink():
+            _carry_over(path, tmp, keep)
+        if path.exists() or path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
+            with _interrupts_deferred():
+                os.replace(path, old / path.name)
+                os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)

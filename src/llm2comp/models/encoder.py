@@ -301,9 +301,11 @@ class LLM2Comp(nn.Module):
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike, merge: bool = False,
-             extra_files: dict[str, str | bytes] | None = None) -> None:
+             extra_files: dict[str, str | bytes] | None = None, overwrite: bool = False) -> None:
         """Write the model folder (see docs/model_format.md). `merge=True` also merges in memory.
 
-        `extra_files` (name -> text or bytes) are written into the folder before it appears.
+        `extra_files` (name -> text or bytes) are written into the folder before it appears. An existing
+        `path` is replaced only when it is empty or a model folder; `overwrite=True` writes into any other
+        folder, keeping the files that are not the model's. A file is never replaced.
         """
-        saving.save_model(self, path, merge=merge, extra_files=extra_files)
+        saving.save_model(self, path, merge=merge, extra_files=extra_files, overwrite=overwrite)
