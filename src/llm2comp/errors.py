@@ -62,3 +62,7 @@ class OutputError(LLM2CompError, OSError):
 
 class MissingDependency(LLM2CompError, ImportError):
     """An optional package is needed for what was asked; the message says how to install it."""
+
+
+class OutputInUse(OutputError):
+    """Another run holds the output folder's lock (`OUTPUT_DIR/llm2comp.lock`); names its pid and host."""

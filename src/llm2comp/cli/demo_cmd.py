@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from .arguments import positive_int
 from .search_cmd import DEFAULT_INSTRUCTION, EXAMPLE_DOCUMENTS, EXAMPLE_QUERIES, print_search, semantic_search
 
 DEFAULT_CONFIG = "configs/quickstart.yaml"
@@ -25,8 +26,8 @@ def add_parser(sub) -> None:
                             "SmolLM2-135M, evaluate it against the untrained backbone on the offline suite, "
                             "save it and run a semantic search. Rerunning reuses finished work.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"pipeline config (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--eval-items", type=int, default=None,
-                        help="cap items per evaluation task (default: the suite's own sizes)")
+    parser.add_argument("--eval-items", type=positive_int, default=None,
+                        help="cap items per evaluation task, >= 1 (default: the suite's own sizes)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation")
     parser.set_defaults(run=run, accepts_overrides=True)
 
@@ -50,11 +51,15 @@ def _cached_evaluation(model, output_dir: Path, *, pooling=None, max_items=None)
 def run(args, overrides: list[str] = ()) -> int:
     import logging
 
+    from ..atomic import ensure_writable_dir
     from ..models.default_model import resolve_default_model
     from ..recipes.pipeline import load_pipeline, run_pipeline
 
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
     logging.getLogger("llm2comp").setLevel(logging.INFO)
+    configs = load_pipeline(args.config, overrides)  # every argument checked before any work
+    root = Path(configs[-1].output_dir).parent
+    ensure_writable_dir(root, "output_dir")
     started = time.perf_counter()
     timings = {}
 
@@ -63,12 +68,10 @@ def run(args, overrides: list[str] = ()) -> int:
     timings["backbone_s"] = time.perf_counter() - started
 
     print(f"[2/4] training ({args.config})")
-    configs = load_pipeline(args.config, overrides)
     model_dir = run_pipeline(configs)
     timings["training_s"] = time.perf_counter() - started - sum(timings.values())
     print(f"  model saved to {model_dir}")
 
-    root = Path(configs[-1].output_dir).parent
     if not args.no_eval:
         print("[3/4] offline evaluation: untrained backbone (mean pooling), then the model after each stage")
         columns = [("backbone (mean)", _cached_evaluation(configs[0].model, root / "eval" / "baseline-mean",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_trust_remote_code
+
 STAGE_HELP = """\
 stages (the config's `stage` key, or --stage):
   pretrain      stage 1, context-compression pre-training; --objective kl (default, CTKD) | nll | reconstruction
@@ -20,10 +22,18 @@ data sources (the `data` key):
 any config key the stage reads can be overridden: --max_steps 50 --lr 3e-5 --lora.r 8 --data.path my.txt
 (keys a stage does not read, wrong types and malformed YAML are errors naming the file and line)
 
-resuming: a killed run continues from its last checkpoint with the same command. Settings that
-change what is trained (lr, batch_size, objective, seed, data, ...) must be the ones it started
-with; harmless ones (max_steps to extend a run, save_every, keep_last, log_every) may change with
---accept-resume-changes. Otherwise use another output_dir, or --no-resume to start over.
+resuming: a killed or interrupted (Ctrl-C, exit status 130) run continues from its last checkpoint
+with the same command. Settings that change what is trained (lr, batch_size, objective, seed, data,
+...) must be the ones it started with; harmless ones (max_steps to extend a run, save_every,
+keep_last, log_every) may change with --accept-resume-changes. Otherwise use another output_dir, or
+--no-resume to start over: its old checkpoints are removed, and a finished OUTPUT_DIR/model (and
+snapshots/) is moved aside to model.previous-<time>/, never deleted.
+
+the output folder: one run at a time (OUTPUT_DIR/llm2comp.lock names the run using it; a second run
+stops at once; a lock left by a killed run on this machine is taken over). OUTPUT_DIR/model is
+replaced only when it is a model folder holding nothing else, and OUTPUT_DIR may not be, lie inside
+or contain the input model folder; files that are not llm2comp's are never deleted (the run stops
+before any work, naming them).
 
 examples:
   llm2comp train --config configs/pretrain_quickstart.yaml
@@ -39,7 +49,9 @@ def add_parser(sub) -> None:
                             "OUTPUT_DIR/checkpoints and a killed run resumes where it stopped; the final model is "
                             "saved to OUTPUT_DIR/model.", epilog=STAGE_HELP,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML recipe (see configs/)")
+    parser.add_argument("--config", required=True,
+                        help="YAML recipe or pipeline (see configs/); required: there is no default run, so "
+                        "nothing trains until you say what (e.g. configs/quickstart.yaml, minutes on a CPU)")
     parser.add_argument("--stage", default=None, choices=["pretrain", "unsupervised", "supervised"])
     parser.add_argument("--no-resume", action="store_true",
                         help="ignore existing checkpoints and a finished model in OUTPUT_DIR (start over)")
@@ -48,6 +60,7 @@ def add_parser(sub) -> None:
                         "keep_last, log_every); settings that change what is trained never may")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config(s) of every stage and exit without training")
+    add_trust_remote_code(parser)
     parser.set_defaults(run=run, accepts_overrides=True)
 
 
@@ -80,7 +93,7 @@ def run(args, overrides: list[str] = ()) -> int:
 
         print(yaml.safe_dump([c.to_dict() for c in configs], sort_keys=False))
         return 0
-    path = run_pipeline(configs, resume=not args.no_resume) if len(configs) > 1 else run_stage(
-        configs[0], resume=not args.no_resume)
+    options = dict(resume=not args.no_resume, trust_remote_code=args.trust_remote_code)
+    path = run_pipeline(configs, **options) if len(configs) > 1 else run_stage(configs[0], **options)
     print(f"model saved to {path}")
     return 0

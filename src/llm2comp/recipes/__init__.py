@@ -3,25 +3,29 @@
 from ..errors import ConfigError
 
 
-def run_stage(cfg, *, resume: bool = True, callbacks=()):
+def run_stage(cfg, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False):
     """Dispatch a StageConfig to its recipe; returns the saved model folder.
 
-    First, before any data or model loads: the output folder must be writable and, when resuming,
-    hold a run made with the same settings (`common.check_output_dir`).
+    First, holding the output folder's lock (training/run_lock.py) and before any data or model
+    loads: the output folder must be writable and, when resuming, hold a run made with the same
+    settings (`common.check_output_dir`). `trust_remote_code` is the caller's to grant.
     """
+    from ..training.run_lock import holding_output_dir
     from .common import check_output_dir
 
-    check_output_dir(cfg, resume)
-    if cfg.stage == "pretrain":
-        from .pretrain import run_pretrain
+    options = dict(resume=resume, callbacks=callbacks, trust_remote_code=trust_remote_code)
+    with holding_output_dir(cfg.output_dir):
+        check_output_dir(cfg, resume)
+        if cfg.stage == "pretrain":
+            from .pretrain import run_pretrain
 
-        return run_pretrain(cfg, resume=resume, callbacks=callbacks)
-    if cfg.stage == "unsupervised":
-        from .unsupervised import run_unsupervised
+            return run_pretrain(cfg, **options)
+        if cfg.stage == "unsupervised":
+            from .unsupervised import run_unsupervised
 
-        return run_unsupervised(cfg, resume=resume, callbacks=callbacks)
-    if cfg.stage == "supervised":
-        from .supervised import run_supervised
+            return run_unsupervised(cfg, **options)
+        if cfg.stage == "supervised":
+            from .supervised import run_supervised
 
-        return run_supervised(cfg, resume=resume, callbacks=callbacks)
+            return run_supervised(cfg, **options)
     raise ConfigError(f"unknown stage {cfg.stage!r}")

@@ -86,10 +86,10 @@ def load_pipeline(path, overrides: list[str] = ()) -> list[StageConfig]:
     return configs
 
 
-def run_pipeline(configs: list[StageConfig], *, resume: bool = True) -> Path:
+def run_pipeline(configs: list[StageConfig], *, resume: bool = True, trust_remote_code: bool = False) -> Path:
     from . import run_stage
 
     path = None
     for config in configs:
-        path = run_stage(config, resume=resume)
+        path = run_stage(config, resume=resume, trust_remote_code=trust_remote_code)
     return path

@@ -30,12 +30,12 @@ from ..training.masked_prediction import (
 )
 from .common import (
     final_model_dir,
-    finished,
     load_encoder,
     log,
     loop_settings,
     make_accelerator,
     save_final,
+    stage_output,
     stage_tokenizer,
 )
 
@@ -148,25 +148,26 @@ def stage_objective(cfg: StageConfig, model):
     return CompressionObjective(model, cfg.objective, terms=compression_terms(cfg)), example_tokens
 
 
-def run_pretrain(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path:
+def run_pretrain(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
     check_pretrain_objective(cfg.objective)
-    if resume and finished(cfg):
-        log.info("stage 1 already finished: reusing %s", final_model_dir(cfg))
-        return final_model_dir(cfg)
-    tokenizer = stage_tokenizer(cfg)
-    corpus = _corpus(cfg, tokenizer)
-    texts, held = split_held_out(corpus.texts, cfg.held_out_texts)
-    examples, split_stats = build_examples(texts, tokenizer, cfg)
-    data_stats = {**corpus.stats, **split_stats}
-    log.info("stage 1 data: %s", data_stats)
-    accelerator = make_accelerator(cfg)
-    model = load_encoder(cfg, **({"pooling": "mean"} if cfg.objective == MNTP else {}))  # mean: as LLM2Vec
-    stream = BatchStream(examples, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
-                         world_size=accelerator.num_processes)
-    objective, count_tokens = stage_objective(cfg, model)
-    extra = [snapshot_saver(model, cfg, accelerator, data_stats)] if cfg.snapshot_steps else []
-    if held and cfg.objective != MNTP:
-        extra.append(gap_logger(objective, held, cfg))
-    train_loop(objective, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
-               config=cfg.to_dict(), resume=resume, count_tokens=count_tokens, callbacks=[*extra, *callbacks])
-    return save_final(model, cfg, accelerator, data_stats)
+    with stage_output(cfg, resume) as done:
+        if done:
+            log.info("stage 1 already finished: reusing %s", final_model_dir(cfg))
+            return final_model_dir(cfg)
+        tokenizer = stage_tokenizer(cfg, trust_remote_code=trust_remote_code)
+        corpus = _corpus(cfg, tokenizer)
+        texts, held = split_held_out(corpus.texts, cfg.held_out_texts)
+        examples, split_stats = build_examples(texts, tokenizer, cfg)
+        data_stats = {**corpus.stats, **split_stats}
+        log.info("stage 1 data: %s", data_stats)
+        accelerator = make_accelerator(cfg)
+        model = load_encoder(cfg, trust_remote_code=trust_remote_code, **({"pooling": "mean"} if cfg.objective == MNTP else {}))  # mean: as LLM2Vec
+        stream = BatchStream(examples, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
+                             world_size=accelerator.num_processes)
+        objective, count_tokens = stage_objective(cfg, model)
+        extra = [snapshot_saver(model, cfg, accelerator, data_stats)] if cfg.snapshot_steps else []
+        if held and cfg.objective != MNTP:
+            extra.append(gap_logger(objective, held, cfg))
+        train_loop(objective, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
+                   config=cfg.to_dict(), resume=resume, count_tokens=count_tokens, callbacks=[*extra, *callbacks])
+        return save_final(model, cfg, accelerator, data_stats)

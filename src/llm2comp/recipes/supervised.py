@@ -22,12 +22,12 @@ from ..training.loop import train_loop
 from .common import (
     contrastive_loss,
     final_model_dir,
-    finished,
     load_encoder,
     log,
     loop_settings,
     make_accelerator,
     save_final,
+    stage_output,
 )
 
 
@@ -68,44 +68,45 @@ class SamplerStream:
         raise InvalidSetting("the data cannot fill one global batch without duplicate queries or positives")
 
 
-def run_supervised(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path:
-    if resume and finished(cfg):
-        log.info("stage 3 already finished: reusing %s", final_model_dir(cfg))
-        return final_model_dir(cfg)
-    pairs = load_pair_set(cfg.data)
-    log.info("stage 3 data: %s", pairs.summary())
-    if cfg.max_samples:
-        pairs = PairSet(pairs.examples[:cfg.max_samples], {**pairs.stats, "kept": min(len(pairs), cfg.max_samples)})
-    accelerator = make_accelerator(cfg)
-    model = load_encoder(cfg)
-    template = model.config.instruction_template
-    rows = pairs.examples
-    queries, _ = model.tokenize([r.query_text(template) for r in rows], max_length=cfg.query_max_length)
-    positives, _ = model.tokenize([r.positive for r in rows], max_length=cfg.document_max_length)
-    with_negative = [i for i, r in enumerate(rows) if r.negatives]
-    negatives, _ = model.tokenize([rows[i].negatives[0] for i in with_negative], max_length=cfg.document_max_length)
-    negative_of = dict(zip(with_negative, negatives))
-    keys, soft_keys = pair_keys(rows)
-    groups = [r.group for r in rows] if any(r.group for r in rows) else None
-    sampler = ContrastiveBatchSampler(keys, cfg.batch_size * accelerator.num_processes, soft_keys=soft_keys,
-                                      groups=groups, seed=cfg.seed, num_replicas=accelerator.num_processes,
-                                      rank=accelerator.process_index)
+def run_supervised(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
+    with stage_output(cfg, resume) as done:
+        if done:
+            log.info("stage 3 already finished: reusing %s", final_model_dir(cfg))
+            return final_model_dir(cfg)
+        pairs = load_pair_set(cfg.data)
+        log.info("stage 3 data: %s", pairs.summary())
+        if cfg.max_samples:
+            pairs = PairSet(pairs.examples[:cfg.max_samples], {**pairs.stats, "kept": min(len(pairs), cfg.max_samples)})
+        accelerator = make_accelerator(cfg)
+        model = load_encoder(cfg, trust_remote_code=trust_remote_code)
+        template = model.config.instruction_template
+        rows = pairs.examples
+        queries, _ = model.tokenize([r.query_text(template) for r in rows], max_length=cfg.query_max_length)
+        positives, _ = model.tokenize([r.positive for r in rows], max_length=cfg.document_max_length)
+        with_negative = [i for i, r in enumerate(rows) if r.negatives]
+        negatives, _ = model.tokenize([rows[i].negatives[0] for i in with_negative], max_length=cfg.document_max_length)
+        negative_of = dict(zip(with_negative, negatives))
+        keys, soft_keys = pair_keys(rows)
+        groups = [r.group for r in rows] if any(r.group for r in rows) else None
+        sampler = ContrastiveBatchSampler(keys, cfg.batch_size * accelerator.num_processes, soft_keys=soft_keys,
+                                          groups=groups, seed=cfg.seed, num_replicas=accelerator.num_processes,
+                                          rank=accelerator.process_index)
 
-    def collate(indices):
-        return ([queries[i] for i in indices], [positives[i] for i in indices],
-                [negative_of[i] for i in indices if i in negative_of])
+        def collate(indices):
+            return ([queries[i] for i in indices], [positives[i] for i in indices],
+                    [negative_of[i] for i in indices if i in negative_of])
 
-    def step(wrapped, batch, accelerator, scale):
-        return contrastive_loss(cfg, wrapped, accelerator, scale).backward(*batch)
+        def step(wrapped, batch, accelerator, scale):
+            return contrastive_loss(cfg, wrapped, accelerator, scale).backward(*batch)
 
-    def count_tokens(batch):
-        return sum(len(ids) for group in batch for ids in group)
+        def count_tokens(batch):
+            return sum(len(ids) for group in batch for ids in group)
 
-    train_loop(model, SamplerStream(sampler, collate), loop_settings(cfg), accelerator=accelerator,
-               output_dir=cfg.output_dir, config=cfg.to_dict(), resume=resume, count_tokens=count_tokens,
-               step_fn=step, callbacks=callbacks)
-    model.config.prompts = {**model.config.prompts, **default_prompts(rows)}
-    return save_final(model, cfg, accelerator, pairs.stats)
+        train_loop(model, SamplerStream(sampler, collate), loop_settings(cfg), accelerator=accelerator,
+                   output_dir=cfg.output_dir, config=cfg.to_dict(), resume=resume, count_tokens=count_tokens,
+                   step_fn=step, callbacks=callbacks)
+        model.config.prompts = {**model.config.prompts, **default_prompts(rows)}
+        return save_final(model, cfg, accelerator, pairs.stats)
 
 
 def default_prompts(rows) -> dict[str, str]:

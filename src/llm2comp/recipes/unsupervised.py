@@ -21,37 +21,39 @@ from ..training.loop import train_loop
 from .common import (
     contrastive_loss,
     final_model_dir,
-    finished,
     load_encoder,
     log,
     loop_settings,
     make_accelerator,
     save_final,
+    stage_output,
 )
 
 
-def run_unsupervised(cfg: StageConfig, *, resume: bool = True, callbacks=()) -> Path:
+def run_unsupervised(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
     from ..losses.info_nce import SimCSE
 
-    if resume and finished(cfg):
-        log.info("stage 2 already finished: reusing %s", final_model_dir(cfg))
-        return final_model_dir(cfg)
-    corpus = load_sentences(cfg.data, seed=cfg.seed, limit=cfg.max_samples)
-    log.info("stage 2 data: %s", corpus.stats)
-    accelerator = make_accelerator(cfg)
-    dropout = attention_dropout_override(cfg.model, cfg.attention_dropout) if cfg.attention_dropout else {}
-    model = load_encoder(cfg, **dropout)
-    ids, truncated = model.tokenize(corpus.texts)
-    model.warn_truncated(truncated)
-    ids = [row for row in ids if len(row) <= cfg.max_tokens]  # long sentences cost the most on small hardware
-    corpus.stats["kept_max_tokens"] = len(ids)
-    stream = BatchStream(ids, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
-                         world_size=accelerator.num_processes)
+    with stage_output(cfg, resume) as done:
+        if done:
+            log.info("stage 2 already finished: reusing %s", final_model_dir(cfg))
+            return final_model_dir(cfg)
+        corpus = load_sentences(cfg.data, seed=cfg.seed, limit=cfg.max_samples)
+        log.info("stage 2 data: %s", corpus.stats)
+        accelerator = make_accelerator(cfg)
+        dropout = (attention_dropout_override(cfg.model, cfg.attention_dropout, trust_remote_code=trust_remote_code)
+                   if cfg.attention_dropout else {})
+        model = load_encoder(cfg, trust_remote_code=trust_remote_code, **dropout)
+        ids, truncated = model.tokenize(corpus.texts)
+        model.warn_truncated(truncated)
+        ids = [row for row in ids if len(row) <= cfg.max_tokens]  # long sentences cost the most on small hardware
+        corpus.stats["kept_max_tokens"] = len(ids)
+        stream = BatchStream(ids, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
+                             world_size=accelerator.num_processes)
 
-    def step(wrapped, batch, accelerator, scale):
-        return SimCSE(contrastive_loss(cfg, wrapped, accelerator, scale)).backward(batch)
+        def step(wrapped, batch, accelerator, scale):
+            return SimCSE(contrastive_loss(cfg, wrapped, accelerator, scale)).backward(batch)
 
-    train_loop(model, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
-               config=cfg.to_dict(), resume=resume, count_tokens=lambda batch: 2 * sum(map(len, batch)),
-               step_fn=step, callbacks=callbacks)
-    return save_final(model, cfg, accelerator, corpus.stats)
+        train_loop(model, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
+                   config=cfg.to_dict(), resume=resume, count_tokens=lambda batch: 2 * sum(map(len, batch)),
+                   step_fn=step, callbacks=callbacks)
+        return save_final(model, cfg, accelerator, corpus.stats)

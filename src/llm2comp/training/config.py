@@ -8,7 +8,8 @@ read it, its allowed values, and what a change means on resume. Before any data 
 - a key no stage knows, or one the chosen stage does not read (`objective` in stage 2), is an error
   naming the stage and the key;
 - every value must have its declared type (`max_steps: "ten"` or `2.7` is an error, a float field
-  takes an int) and range; nested blocks (`lora`) are checked key by key;
+  takes an int) and range; nested blocks (`lora`) are checked key by key; no number anywhere may
+  be NaN or infinite (`lr: .inf`); a key written twice in one file is an error (yaml_files.py);
 - errors name where the value came from: ``run.yaml:7`` or the ``--lr`` override.
 
 Adding a setting is one line: `name: type = setting(default, stages=PRETRAIN)`.
@@ -23,6 +24,8 @@ stage reads) is saved with every checkpoint and next to the trained model.
 from __future__ import annotations
 
 import copy
+import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -210,6 +213,26 @@ def _converted(value, hint):
     return value  # another annotation: not checked here
 
 
+def _non_finite(value, where: str = "") -> str | None:
+    """"" (the value itself), ".key" / "[i]" (inside it) where a NaN or infinite float is, else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{key}", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    return next((found for inner, item in items if (found := _non_finite(item, inner)) is not None), None)
+
+
+def _find(value, where: str):
+    """The element of `value` that `_non_finite` named."""
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", where):
+        value = value[part[0]] if part[0] else value[int(part[1])]
+    return value
+
+
 def check_value(spec, value):
     """`value` converted to field `spec`'s type and checked against its choices and bounds."""
     name, meta = spec.name, spec.metadata
@@ -219,6 +242,10 @@ def check_value(spec, value):
         raise ConfigError(f"{name} must be {error}, got {value!r} ({type(value).__name__})") from None
     if value is None:
         return value
+    bad = _non_finite(value)
+    if bad is not None:
+        inner = f"{name}{bad}"
+        raise ConfigError(f"{inner} must be a finite number, got {_find(value, bad)!r}")
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
     bounds = [(meta.get("minimum"), lambda v, b: v >= b, ">="), (meta.get("above"), lambda v, b: v > b, ">"),
