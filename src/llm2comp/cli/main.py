@@ -2,6 +2,8 @@
 
 A problem with what the user gave (an `LLM2CompError`: bad input, config, files, output location)
 is printed as one line and exits with status 2; anything else is a bug and keeps its traceback.
+Ctrl-C (SIGINT) prints one line and exits with status 130; what was written stays consistent
+(every output is written atomically), so `train`, `demo` and `study` resume when run again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ SUBCOMMANDS = {
     "study": "llm2comp.cli.study_cmd",
     "serve": "llm2comp.cli.serve_cmd",
     "upgrade": "llm2comp.cli.upgrade_cmd",
+}
+
+
+INTERRUPTED = {  # what Ctrl-C leaves, by command
+    "train": "interrupted; rerun the same command to resume",
+    "demo": "interrupted; rerun the same command to resume",
+    "study": "interrupted; rerun the same command to resume",
 }
 
 
@@ -47,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except LLM2CompError as error:
         print(f"llm2comp {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT; every write is atomic
+        print(f"\nllm2comp {args.command}: {INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
