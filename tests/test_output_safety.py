@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
+import subprocess
 
 import numpy as np
 import pytest
 
 from llm2comp import LLM2Comp
-from llm2comp.errors import OutputError
+from llm2comp.errors import ConfigError, OutputError, OutputInUse
+from llm2comp.recipes import run_stage
+from llm2comp.recipes.pretrain import run_pretrain
+from llm2comp.training.run_lock import LOCK_NAME
+
+from .training_helpers import tiny_stage_config, write_corpus
 
 TEXTS = ["The cat sat on the mat.", "Memory tokens compress text."]
 
@@ -78,3 +87,104 @@ def test_saving_to_the_working_folder_is_refused_by_name(small, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     small.save("m")  # from outside it: replaced as usual
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+# ------------------------------------------------------------------------------------------ training
+def _no_model_load(monkeypatch):
+    monkeypatch.setattr(LLM2Comp, "from_pretrained", lambda *a, **k: pytest.fail("model loaded before the check"))
+
+
+def _lock(folder, pid, host=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                                "started": "2026-01-01 00:00:00"}))
+
+
+def test_a_second_run_into_one_output_dir_stops_at_once(tiny_llama_dir, tmp_path, monkeypatch):
+    corpus, run = write_corpus(tmp_path / "c.txt"), tmp_path / "run"
+    cfg = tiny_stage_config(tiny_llama_dir, corpus, run, max_steps=2)
+    other = subprocess.Popen(["sleep", "60"])  # a live process holding the lock, as a first run would
+    try:
+        _lock(run, other.pid)
+        with monkeypatch.context() as patch:
+            _no_model_load(patch)
+            for start in (run_stage, run_pretrain):  # before: both wrote checkpoints into one folder
+                with pytest.raises(OutputInUse, match=rf"another run is using .*run \(pid {other.pid} on "
+                                                      rf"{socket.gethostname()}, since 2026-01-01"):
+                    start(cfg)
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # nothing written, the lock left alone
+    finally:
+        other.kill()
+        other.wait()
+    # its process is gone: the lock is stale and is taken over; released when the run ends
+    assert run_stage(cfg) == run / "model" and not (run / LOCK_NAME).exists()
+    # released on an exception too (Ctrl-C included)
+    cfg = tiny_stage_config(tiny_llama_dir, corpus, tmp_path / "run2", max_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(cfg, callbacks=[_interrupt_at(1)])
+    assert not (tmp_path / "run2" / LOCK_NAME).exists()
+
+
+def test_a_lock_from_another_host_or_an_unreadable_one_is_refused(tiny_llama_dir, tmp_path, monkeypatch):
+    _no_model_load(monkeypatch)
+    run = tmp_path / "run"
+    cfg = tiny_stage_config(tiny_llama_dir, write_corpus(tmp_path / "c.txt"), run)
+    _lock(run, 4242, host="gpu-node-7")
+    with pytest.raises(OutputInUse, match=r"pid 4242 on gpu-node-7.*if no run is using it any more, delete"):
+        run_stage(cfg)
+    (run / LOCK_NAME).write_text("")
+    with pytest.raises(OutputInUse, match=r"lock .* cannot be read"):
+        run_stage(cfg)
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
+
+
+def _interrupt_at(step_number):
+    def callback(step, row):
+        if step == step_number:
+            raise KeyboardInterrupt
+    return callback
+
+
+def test_a_user_file_in_the_model_folder_stops_the_run_before_any_work(tiny_llama_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "notes.txt").write_text("mine")
+    cfg = tiny_stage_config(tiny_llama_dir, write_corpus(tmp_path / "c.txt"), run, max_steps=2)
+    with monkeypatch.context() as patch:
+        _no_model_load(patch)
+        with pytest.raises(OutputError, match=r"run/model is a folder that is not an llm2comp model folder \(it "
+                                              r"holds notes.txt\).*move those files out of it"):
+            run_stage(cfg)  # before: trained, then replaced the folder and deleted notes.txt
+    assert (run / "model" / "notes.txt").read_text() == "mine"
+    # starting over moves the folder aside, whole, and never deletes it
+    run_stage(cfg, resume=False)
+    (previous,) = run.glob("model.previous-*")
+    assert (previous / "notes.txt").read_text() == "mine" and (run / "model" / "llm2comp_config.json").is_file()
+
+
+def test_someone_elses_metrics_file_is_named_and_kept(tiny_llama_dir, tmp_path, monkeypatch):
+    _no_model_load(monkeypatch)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"epoch": 3, "acc": 0.9}\nnot json\n')
+    cfg = tiny_stage_config(tiny_llama_dir, write_corpus(tmp_path / "c.txt"), run)
+    for resume in (True, False):  # before: a raw JSONDecodeError (resume), or the file silently rewritten
+        with pytest.raises(OutputError, match=r"metrics.jsonl:2: not a training-log row.*move it away"):
+            run_stage(cfg, resume=resume)
+    (run / "metrics.jsonl").write_text("not json\n")
+    with pytest.raises(OutputError, match=r"metrics.jsonl:1: not a JSON line of a training log"):
+        run_stage(cfg)
+    assert (run / "metrics.jsonl").read_text() == "not json\n"
+
+
+def test_the_output_dir_may_not_be_the_input_model_folder(tiny_llama_dir, tmp_path, monkeypatch):
+    _no_model_load(monkeypatch)
+    base = shutil.copytree(tiny_llama_dir, tmp_path / "stage1" / "model")
+    before = sorted(p.name for p in base.iterdir())
+    corpus = write_corpus(tmp_path / "c.txt")
+    for output, relation in ((base, "is"), (base / "run", "is inside"), (tmp_path / "stage1", "contains")):
+        cfg = tiny_stage_config(base, corpus, output)
+        with pytest.raises(ConfigError, match=rf"output_dir .* {relation} the input model folder"):
+            run_stage(cfg)  # before: checkpoints written into the model folder (or over it)
+    assert sorted(p.name for p in base.iterdir()) == before
+    assert sorted(p.name for p in (tmp_path / "stage1").iterdir()) == ["model"]

@@ -134,3 +134,33 @@ def test_written_outputs_get_ordinary_file_modes(tmp_path):
         assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
     finally:
         os.umask(old)
+
+
+def test_an_interrupted_restart_resumes_on_a_plain_rerun(tiny_llama_dir, tmp_path):
+    """--no-resume, Ctrl-C, then the command without it: the restart's checkpoints resume (before: the
+    old model/ was kept, so the rerun refused them, and the only way out offered discarded them)."""
+    from llm2comp.recipes.common import check_output_dir, finished
+
+    corpus, run = write_corpus(tmp_path / "c.txt"), tmp_path / "run"
+    run_pretrain(tiny_stage_config(tiny_llama_dir, corpus, run))  # a finished run: model/, lr 5e-3
+    restart = tiny_stage_config(tiny_llama_dir, corpus, run, lr=1e-3)
+
+    def interrupt(step, row):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(restart, resume=False, callbacks=[interrupt])
+    (previous,) = run.glob("model.previous-*")  # moved aside, never deleted
+    assert "lr: 0.005" in (previous / "training_config.yaml").read_text() and not (run / "model").exists()
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-000002"]
+    assert not finished(restart)
+    check_output_dir(restart, resume=True)  # consistent: the rerun may resume
+
+    # the state an older version left (the old model kept beside the restart's checkpoints) resumes too
+    previous.rename(run / "model")
+    assert run_stage(restart) == run / "model"
+    assert logged_steps(run) == [1, 2, 3, 4, 5, 6]
+    assert "lr: 0.001" in (run / "model" / "training_config.yaml").read_text()
+    (previous,) = run.glob("model.previous-*")
+    assert "lr: 0.005" in (previous / "training_config.yaml").read_text()

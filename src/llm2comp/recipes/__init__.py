@@ -10,11 +10,10 @@ def run_stage(cfg, *, resume: bool = True, callbacks=(), trust_remote_code: bool
     loads: the output folder must be writable and, when resuming, hold a run made with the same
     settings (`common.check_output_dir`). `trust_remote_code` is the caller's to grant.
     """
-    from ..training.run_lock import holding_output_dir
-    from .common import check_output_dir
+    from .common import check_output_dir, hold_output
 
     options = dict(resume=resume, callbacks=callbacks, trust_remote_code=trust_remote_code)
-    with holding_output_dir(cfg.output_dir):
+    with hold_output(cfg):
         check_output_dir(cfg, resume)
         if cfg.stage == "pretrain":
             from .pretrain import run_pretrain

@@ -190,12 +190,22 @@ def set_aside(folder: Path) -> Path | None:
 
 
 @contextlib.contextmanager
+def hold_output(cfg: StageConfig):
+    """Hold the stage's output folder's lock for the block; what needs no lock is checked first, so that
+    a refused run creates nothing (the lock creates the folder)."""
+    ensure_writable_dir(cfg.output_dir, "output_dir")
+    check_not_input_folder(cfg)
+    with holding_output_dir(cfg.output_dir) as lock:
+        yield lock
+
+
+@contextlib.contextmanager
 def stage_output(cfg: StageConfig, resume: bool):
     """Hold the stage's output folder for the block (module docstring); yields True when the stage is
     already finished (its model is reused), else False, with the folder's state made consistent:
     without `resume` the old model and snapshots are moved aside, as is, with `resume`, an older
     finished model that the newest checkpoint supersedes."""
-    with holding_output_dir(cfg.output_dir):
+    with hold_output(cfg):
         check_output_dir(cfg, resume)
         if resume and finished(cfg):
             yield True
