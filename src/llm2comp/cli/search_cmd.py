@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import InvalidSetting
 from ..models.default_model import DEFAULT_MODEL_NAME
 from .arguments import add_trust_remote_code, non_blank_text, positive_int
 from .long_text_options import add_long_text_arguments, check_overlap_applies
@@ -32,7 +33,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--documents", default=None,
                         help=".txt/.jsonl file of documents, or - for the standard input (default: examples)")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
-                        help="instruction given to the queries ('' = none; default: a retrieval instruction)")
+                        help="instruction given to the queries ('' = only the model's saved query prompt, if any; "
+                        "default: a retrieval instruction)")
     parser.add_argument("--top", type=positive_int, default=2, help="matches shown per query (>= 1)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
@@ -62,6 +64,9 @@ def run(args) -> int:
 
     check_overlap_applies(args.overlap, args.long_texts)
     documents = read_texts(args.documents) if args.documents is not None else EXAMPLE_DOCUMENTS
+    if any(isinstance(document, tuple) for document in documents):
+        raise InvalidSetting(f"--documents {args.documents}: rows carry an 'instruction' field, but documents are "
+                             "embedded without instruction (queries get --instruction); remove the field")
     queries = args.query or EXAMPLE_QUERIES
     instruction = args.instruction if args.instruction.strip() else None
     model = load_for_use(args.model, trust_remote_code=args.trust_remote_code)

@@ -9,6 +9,7 @@ sets one; retrieval/reranking queries get the task's instruction.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -234,6 +235,16 @@ class Task:
     def evaluate(self, embed: Embedder) -> dict[str, float]:
         """Return the metrics, including `main_score`."""
         raise NotImplementedError
+
+
+def finite_main_score(value, task_name: str, metric: str, source: str) -> float:
+    """`value` as a float, or an EvalDataError naming the task when it is NaN / infinite (no average can use it)."""
+    score = float(value)
+    if not math.isfinite(score):
+        raise EvalDataError(f"task {task_name} ({source}): its main score {metric} is {score} (not a number): the "
+                            "data or the embeddings do not vary (e.g. all embeddings equal, or constant gold scores); "
+                            "check the task's file and the model")
+    return score
 
 
 # ---------------------------------------------------------------------------------------------- subsampling

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidSetting, LLM2CompError, MissingDependency
+from .base import finite_main_score
 
 MTEB_HINT = "pip install 'mteb>=2'   (or: pip install 'llm2comp[eval]')"
 
@@ -193,7 +194,8 @@ def run_mteb(encoder: MTEBEncoder, tasks, show_progress_bar: bool = True, suite:
         task_result = result.task_results[0]
         records.append({
             "task_name": task.metadata.name, "type": task.metadata.type, "main_metric": task.metadata.main_score,
-            "main_score": float(task_result.get_score()), "n": count, "unit": "samples",
+            "main_score": finite_main_score(task_result.get_score(), task.metadata.name, task.metadata.main_score,
+                                            "mteb"), "n": count, "unit": "samples",
             "instruction": encoder.instruction_for(task.metadata.name, task.metadata.type, "query"),
             "scores": task_result.to_dict().get("scores", {}), "evaluation_time": time.perf_counter() - start,
             "source": "mteb",

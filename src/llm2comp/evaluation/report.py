@@ -4,7 +4,9 @@
 (`task_name`, `type`, `main_metric`, `main_score`, `n` + `unit`, and MTEB-style
 `scores: {"test": [{metric: value, ..., "main_score", "hf_subset"}]}`), the plain mean of the main
 scores (`average`, as the paper averages), the diagnostics, and an optional comparison. Scores are
-fractions (0-1) like MTEB's; the report shows them x 100 like the paper.
+fractions (0-1) like MTEB's; the report shows them x 100 like the paper. The file is strict JSON: a
+secondary metric or diagnostic that is undefined on the data (NaN) is written as null, and a
+non-finite main score or average is an error (`results_json`).
 """
 
 from __future__ import annotations
@@ -177,15 +179,36 @@ def write_report(results: dict, output_dir: str | Path) -> tuple[Path, Path]:
 
 
 def results_json(results: dict) -> str:
-    """`results` as strict JSON (no bare NaN / Infinity): a non-finite number raises `NonFiniteResult` naming it."""
+    """`results` as strict JSON: never a bare NaN / Infinity.
+
+    A secondary metric or a diagnostic that is undefined on the data (NaN; e.g. MTEB's nAUC scores on
+    a few queries) is written as null. A non-finite value anywhere else (a main score, the average)
+    raises `NonFiniteResult` naming it.
+    """
+    plain = json.loads(json.dumps(results, default=_jsonable))  # numpy values -> Python, NaN kept
+    for record in plain.get("tasks") or []:
+        if isinstance(record, dict) and "scores" in record:
+            record["scores"] = _nulls_for_non_finite(record["scores"])
+    if "diagnostics" in plain:
+        plain["diagnostics"] = _nulls_for_non_finite(plain["diagnostics"])
     try:
-        return json.dumps(results, indent=2, default=_jsonable, allow_nan=False)
+        return json.dumps(plain, indent=2, allow_nan=False)
     except ValueError as error:
-        bad = non_finite_paths(json.loads(json.dumps(results, default=_jsonable)))
+        bad = non_finite_paths(plain)
         where = ", ".join(f"{key} = {value}" for key, value in bad[:5]) or str(error)
         raise NonFiniteResult(f"the results hold values that are not numbers ({where}); JSON cannot hold them, "
                               "so results.json was not written. A NaN score comes from data or embeddings that "
                               "do not vary (all equal)") from error
+
+
+def _nulls_for_non_finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nulls_for_non_finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nulls_for_non_finite(item) for item in value]
+    return value
 
 
 def non_finite_paths(value, path: str = "") -> list[tuple[str, float]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 import os
 import platform
 import time
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 from ..atomic import ensure_writable_dir
 from ..errors import InvalidSetting, LLM2CompError, MissingFile, UnknownName
 from ..models.loading import load_for_use as load_model
-from .base import Embedder, EvalDataError, Task
+from .base import Embedder, Task, finite_main_score
 from .diagnostics import (
     correlation_summary,
     embedding_spectrum,
@@ -58,11 +57,7 @@ def run_task(task: Task, embed: Embedder) -> dict:
     """Evaluate one task and return its MTEB-like record (a main score that is not a number is refused)."""
     start = time.perf_counter()
     metrics = task.evaluate(embed)
-    main_score = float(metrics["main_score"])
-    if not math.isfinite(main_score):
-        raise EvalDataError(f"task {task.name} ({task.source}): its main score {task.main_metric} is {main_score} "
-                            "(not a number): the data or the embeddings do not vary (e.g. all embeddings equal, "
-                            "or constant gold scores); check the task's file and the model")
+    main_score = finite_main_score(metrics["main_score"], task.name, task.main_metric, task.source)
     return {"task_name": task.name, "type": task.type, "main_metric": task.main_metric,
             "main_score": main_score, "n": task.n_items, "unit": task.unit,
             "description": task.description, "source": task.source, "instruction": task.instruction,

@@ -1,0 +1,305 @@
+"""`encode` / `search` / `eval`: every argument and location is checked before the work, and input files
+of every kind (pipes, stdin, fake gzip, NaN scores) give named errors (issue 18 part D)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from llm2comp import LLM2Comp
+from llm2comp.cli.main import main
+from llm2comp.errors import UnknownName
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_llama_dir, tmp_path_factory):
+    model = LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=4, max_length=64)
+    folder = tmp_path_factory.mktemp("probe") / "model"
+    model.save(folder)
+    return model, folder
+
+
+@pytest.fixture
+def sts_suite(tmp_path):
+    """A one-task suite (5 STS pairs): a fast `eval` run."""
+    rows = "\n".join(f"text number {i}\tanother text {i * 7 % 5}\t{i}" for i in range(5))
+    (tmp_path / "pairs.tsv").write_text("sentence1\tsentence2\tscore\n" + rows + "\n")
+    (tmp_path / "suite.yaml").write_text("name: tiny\ntasks:\n  - type: sts\n    name: TinySTS\n    path: pairs.tsv\n")
+    return tmp_path / "suite.yaml"
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Make loading a model fail loudly: what is checked before the work must never get there."""
+    import llm2comp.cli.encode_cmd  # noqa: F401
+    import llm2comp.evaluation.runner as runner
+    import llm2comp.models.loading as loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(runner, "load_model", refuse)
+    monkeypatch.setattr(loading, "load_for_use", refuse)
+
+
+def encode(folder, tmp_path, *extra, output="e.npy"):
+    return main(["encode", "--model", str(folder), "--output", str(tmp_path / output), *extra])
+
+
+# ------------------------------------------------------------------------------------------------ eval --compare
+def test_eval_compare_that_does_not_exist_is_refused_before_the_work(sts_suite, tiny_llama_dir, tmp_path, capsys,
+                                                                      no_model_load):
+    out = tmp_path / "out"
+    args = ["eval", "--model", str(tiny_llama_dir), "--suite", str(sts_suite), "--output", str(out)]
+    assert main([*args, "--compare", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "compare /nonexistent: not a saved results.json, a folder holding one, or a model" in err
+    assert "model folder /nonexistent does not exist" in err
+    assert main([*args, "--compare", str(tmp_path / "old" / "results.json")]) == 2
+    assert "no saved results at" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([*args, "--compare", str(tmp_path / "empty")]) == 2
+    assert "empty has no config.json" in capsys.readouterr().err
+    assert main([*args, "--compare-pooling", "mean"]) == 2
+    assert "--compare-pooling applies only with --compare" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_eval_keeps_the_main_results_when_the_compared_model_fails_to_load(sts_suite, tiny_llama_dir, tmp_path,
+                                                                            capsys):
+    broken = tmp_path / "broken"  # passes the early check (config.json + a weights file), fails to load
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_llama_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    out = tmp_path / "out"
+    try:
+        code = main(["eval", "--model", str(tiny_llama_dir), "--pooling", "mean", "--suite", str(sts_suite),
+                     "--output", str(out), "--compare", str(broken), "--no-diagnostics"])
+    except Exception:  # whatever the loader raises for broken weights; the point is what stays on disk
+        code = None
+    assert code != 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["tasks"][0]["task_name"] == "TinySTS" and "comparison" not in saved
+    assert "the comparison failed" in capsys.readouterr().out
+
+
+def test_eval_compare_saved_results_refuses_compare_pooling(sts_suite, tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "first"
+    assert main(["eval", "--model", str(tiny_llama_dir), "--pooling", "mean", "--suite", str(sts_suite),
+                 "--output", str(out), "--no-diagnostics"]) == 0
+    assert main(["eval", "--model", str(tiny_llama_dir), "--pooling", "last", "--suite", str(sts_suite),
+                 "--compare", str(out), "--compare-pooling", "mean"]) == 2
+    assert "holds saved results" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ eval --instructions
+def test_eval_instructions_for_unknown_tasks_are_refused(sts_suite, tiny_llama_dir, tmp_path, capsys, no_model_load):
+    from llm2comp.evaluation import evaluate
+
+    (tmp_path / "instructions.yaml").write_text("TinySTS: Retrieve similar text\nTinySTSS: typo\nOther: x\n")
+    assert main(["eval", "--model", str(tiny_llama_dir), "--suite", str(sts_suite), "--instructions",
+                 str(tmp_path / "instructions.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "instructions name task(s) not in the tiny suite: ['Other', 'TinySTSS']; its tasks are ['TinySTS']" in err
+    with pytest.raises(UnknownName, match=r"not in the offline suite: \['Nope'\]; its tasks are \['LeeDocSim'"):
+        evaluate(str(tiny_llama_dir), "offline", instructions={"Nope": ""}, max_items=4)
+    (tmp_path / "empty.yaml").write_text("")
+    assert main(["eval", "--model", str(tiny_llama_dir), "--suite", str(sts_suite), "--instructions",
+                 str(tmp_path / "empty.yaml")]) == 2
+    assert "empty.yaml: expected a mapping of task name -> instruction text, found nothing" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ NaN scores
+def test_nan_and_inf_gold_scores_are_named_errors(tmp_path):
+    from llm2comp.evaluation import EvalDataError, load_sts
+
+    (tmp_path / "sts.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t1\nc\td\tnan\ne\tf\t3\n")
+    with pytest.raises(EvalDataError, match=r"sts.tsv:3: column 'score' must be a finite number, got 'nan'"):
+        load_sts(tmp_path / "sts.tsv")
+    rows = [{"sentence1": "a", "sentence2": "b", "score": 1}, {"sentence1": "c", "sentence2": "d", "score": 2},
+            {"sentence1": "e", "sentence2": "f", "score": float("inf")}]
+    (tmp_path / "sts.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")  # writes Infinity
+    with pytest.raises(EvalDataError, match=r"sts.jsonl:3: column 'score' must be a finite number, got inf"):
+        load_sts(tmp_path / "sts.jsonl")
+    (tmp_path / "bool.jsonl").write_text("\n".join(json.dumps({**row, "score": i % 2 == 0})
+                                                   for i, row in enumerate(rows)) + "\n")
+    with pytest.raises(EvalDataError, match=r"bool.jsonl:1: column 'score' must be a number, got True"):
+        load_sts(tmp_path / "bool.jsonl")
+
+
+def test_sts_task_refuses_non_finite_scores_given_in_python():
+    from llm2comp.evaluation import EvalDataError, STSTask
+
+    with pytest.raises(EvalDataError, match=r"scores\[1\] is nan; gold scores must be finite"):
+        STSTask(name="x", texts1=["a", "b", "c"], texts2=["d", "e", "f"], scores=[1.0, float("nan"), 2.0])
+
+
+def test_results_json_never_holds_bare_nan(tmp_path):
+    from llm2comp.errors import CorruptFile
+    from llm2comp.evaluation import load_results, write_report
+    from llm2comp.evaluation.report import NonFiniteResult
+
+    results = {"model": {"name": "m"}, "average": float("nan"),
+               "tasks": [{"task_name": "t", "main_metric": "m", "main_score": np.float32("nan"), "n": 3}]}
+    with pytest.raises(NonFiniteResult, match=r"average = nan, tasks\[0\]\.main_score = nan"):
+        write_report(results, tmp_path / "out")
+    assert not (tmp_path / "out" / "results.json").exists()
+    undefined = {"test": [{"main_score": 0.5, "nauc_map_at_1_max": np.float64("nan")}]}  # MTEB, few queries
+    results = {"model": {"name": "m"}, "average": 0.5, "diagnostics": {"extra": {"value": float("inf")}},
+               "tasks": [{"task_name": "t", "main_metric": "m", "main_score": 0.5, "n": 3, "scores": undefined}]}
+    json_path, _ = write_report(results, tmp_path / "out")
+    text = json_path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    saved = load_results(json_path)
+    assert saved["tasks"][0]["scores"]["test"][0]["nauc_map_at_1_max"] is None
+    assert saved["diagnostics"]["extra"]["value"] is None
+    (tmp_path / "old.json").write_text('{"tasks": [], "average": NaN}')
+    with pytest.raises(CorruptFile, match=r"old.json: holds NaN, which is not a number"):
+        load_results(tmp_path / "old.json")
+
+
+def test_a_task_whose_main_score_is_nan_stops_at_that_task():
+    from llm2comp.evaluation import Embedder, EvalDataError
+    from llm2comp.evaluation.runner import run_task
+    from llm2comp.evaluation.sts import STSTask
+
+    class Constant:  # a degenerate encoder: every text gets the same vector
+        def encode(self, texts, **kwargs):
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    task = STSTask(name="Flat", texts1=["a", "b", "c"], texts2=["d", "e", "f"], scores=[1.0, 2.0, 3.0])
+    with pytest.warns(Warning):  # scipy: constant input
+        with pytest.raises(EvalDataError, match=r"task Flat .*main score cosine_spearman is nan"):
+            run_task(task, Embedder(Constant(), show_progress_bar=False))
+
+
+# ------------------------------------------------------------------------------------------------ encode --input
+def test_encode_fake_gzip_is_a_named_error(saved, tmp_path, capsys):
+    _, folder = saved
+    (tmp_path / "fake.txt.gz").write_text("not gzip at all\n")
+    assert encode(folder, tmp_path, "--input", str(tmp_path / "fake.txt.gz")) == 2
+    err = capsys.readouterr().err
+    assert "fake.txt.gz: is not valid gzip data" in err and "Traceback" not in err
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_encode_reads_stdin_pipes_and_refuses_devices_without_texts(saved, tmp_path, monkeypatch, capsys):
+    model, folder = saved
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"first text\r\n\nsecond text\n")))
+    assert encode(folder, tmp_path, "--input", "-") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), model.encode(["first text", "second text"]), atol=1e-5)
+    read, write = os.pipe()
+    os.write(write, b"a piped text\n")
+    os.close(write)
+    try:
+        assert encode(folder, tmp_path, "--input", f"/dev/fd/{read}", output="p.npy") == 0
+    finally:
+        os.close(read)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.encode(["a piped text"]), atol=1e-5)
+    capsys.readouterr()
+    assert encode(folder, tmp_path, "--input", "/dev/null", output="n.npy") == 2
+    assert "/dev/null: holds no texts" in capsys.readouterr().err
+
+
+def test_encode_input_folder_and_output_folder(saved, tmp_path, capsys, no_model_load):
+    _, folder = saved
+    (tmp_path / "texts.txt").mkdir()
+    assert encode(folder, tmp_path, "--input", str(tmp_path / "texts.txt")) == 2
+    assert "texts.txt: is a folder; expected a file" in capsys.readouterr().err
+    (tmp_path / "real.txt").write_text("a\n")
+    (tmp_path / "out.npy").mkdir()
+    assert encode(folder, tmp_path, "--input", str(tmp_path / "real.txt"), output="out.npy") == 2
+    assert "out.npy is a folder; give a file name" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert encode(folder, tmp_path, "--input", str(tmp_path / "real.txt"), output="afile/e.npy") == 2
+    assert "afile on its way is a file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ --overlap
+def test_overlap_without_windows_is_refused(saved, sts_suite, tmp_path, capsys, monkeypatch):
+    model, folder = saved
+    (tmp_path / "in.txt").write_text("a text\n")
+    assert encode(folder, tmp_path, "--input", str(tmp_path / "in.txt"), "--overlap", "5") == 2  # saved: truncate
+    err = capsys.readouterr().err
+    assert "--overlap 5 applies only with --long-texts segments or multivector" in err
+    assert "the model's saved long_texts is 'truncate'" in err and not (tmp_path / "e.npy").exists()
+    assert main(["search", "--model", str(folder), "--overlap", "5", "--long-texts", "truncate"]) == 2
+    assert "--long-texts truncate, so texts beyond max_length are cut off" in capsys.readouterr().err
+    assert main(["eval", "--model", str(folder), "--suite", str(sts_suite), "--overlap", "5"]) == 2
+    assert "overlap=5 applies only with long_texts 'segments' or 'multivector'" in capsys.readouterr().err
+    budget = 64 - 1 - 4  # max_length - BOS - memory tokens
+    assert main(["eval", "--model", str(folder), "--suite", str(sts_suite), "--long-texts", "segments",
+                 "--overlap", str(budget), "--no-diagnostics"]) == 2
+    assert f"overlap must be an int in [0, {budget})" in capsys.readouterr().err
+    assert encode(folder, tmp_path, "--input", str(tmp_path / "in.txt"), "--overlap", "5",
+                  "--long-texts", "segments") == 0
+    with pytest.raises(SystemExit):
+        encode(folder, tmp_path, "--input", str(tmp_path / "in.txt"), "--overlap", "-1", "--long-texts", "segments")
+    assert "argument --overlap: must be >= 0, got -1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ other arguments
+@pytest.mark.parametrize(("argv", "message"), [
+    (["encode", "--input", "x.txt", "--output", "e.npy", "--device", "foo"], "'foo' is not a device"),
+    (["encode", "--input", "x.txt", "--output", "e.npy", "--instruction", " "], "must not be empty"),
+    (["encode", "--input", "x.txt", "--output", "e.npy", "--batch-size", "-3"], "must be >= 1, got -3"),
+    (["eval", "--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+    (["eval", "--device", "cuda:banana"], "is not a device"),
+    (["search", "--query", ""], "argument --query: must not be empty"),
+    (["search", "--top", "0"], "must be >= 1, got 0"),
+])
+def test_bad_arguments_stop_in_argparse(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cuda_device_on_a_machine_without_one(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            main(["eval", "--device", f"cuda:{torch.cuda.device_count()}"])
+        assert f"this machine has {torch.cuda.device_count()} CUDA GPU(s)" in capsys.readouterr().err
+    else:
+        with pytest.raises(SystemExit):
+            main(["eval", "--device", "cuda"])
+        assert "no CUDA GPU is available here" in capsys.readouterr().err
+
+
+def test_search_documents_with_instructions_and_empty_instruction(saved, tmp_path, capsys):
+    model, folder = saved
+    (tmp_path / "docs.jsonl").write_text('{"text": "a doc", "instruction": "Represent"}\n')
+    assert main(["search", "--model", str(folder), "--documents", str(tmp_path / "docs.jsonl")]) == 2
+    assert "rows carry an 'instruction' field, but documents are embedded without instruction" in (
+        capsys.readouterr().err)
+    (tmp_path / "docs.txt").write_text("cats purr\ndogs bark\n")
+    assert main(["search", "--model", str(folder), "--documents", str(tmp_path / "docs.txt"), "--query", "cat",
+                 "--instruction", "", "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    scores = model.similarity(model.encode_query(["cat"]), model.encode_document(["cats purr", "dogs bark"]))[0]
+    best = ["cats purr", "dogs bark"][int(scores.argmax())]
+    assert f"1. {float(scores.max()):.3f}  {best}" in out
+
+
+def test_eval_files_may_be_pipes_but_not_folders(tmp_path):
+    import threading
+
+    from llm2comp.evaluation import EvalDataError, load_sts
+
+    fifo = tmp_path / "piped.tsv"  # a named pipe: what `mkfifo` (or a process writing it) gives
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(b"sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\ne\tf\t3\n",))
+    writer.start()
+    try:
+        assert load_sts(fifo).scores == [1.0, 2.0, 3.0]
+    finally:
+        writer.join(timeout=10)
+    (tmp_path / "sts.tsv").mkdir()
+    with pytest.raises(EvalDataError, match=r"sts.tsv is a folder; expected a .tsv, .csv or .jsonl file"):
+        load_sts(tmp_path / "sts.tsv")
