@@ -14,7 +14,8 @@ sentence and no hard negatives.
 
 Shapes: queries (n, d) and positives (n, d) row-aligned; negatives (m, d), any m (e.g. n * h for h
 hard negatives per query, in any order; m may differ between processes, n may not).
-Computed in float32 at least (float64 stays float64).
+Computed in float32 at least (float64 stays float64), with autocast switched off: under mixed
+precision the matmul of the logits would otherwise silently run in bf16/fp16.
 
 Several processes. Each process holds n = N / W queries (equal n on every rank). It gathers the
 candidates with `all_gather_with_grad` and returns the mean cross-entropy of its *local* queries,
@@ -64,6 +65,12 @@ def info_nce(
                          f"{tuple(positives.shape)}")
     if negatives is not None and (negatives.dim() != 2 or negatives.shape[1] != queries.shape[1]):
         raise ValueError(f"negatives must be (m, {queries.shape[1]}), got {tuple(negatives.shape)}")
+    with torch.autocast(queries.device.type, enabled=False):  # autocast would run q @ c.T in bf16/fp16
+        return _info_nce_fp32(queries, positives, negatives, temperature, gather)
+
+
+def _info_nce_fp32(queries, positives, negatives, temperature: float, gather: bool) -> torch.Tensor:
+    """`info_nce` with autocast off: logits in float32 at least, even inside `accelerator.autocast()`."""
     dtype = torch.promote_types(queries.dtype, torch.float32)  # bf16/fp16 logits / 0.05 lose too much
     q = F.normalize(queries.to(dtype), dim=-1)  # (n, d)
     p = F.normalize(positives.to(dtype), dim=-1)  # (n, d)

@@ -38,8 +38,8 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
+def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an index-keyed optimizer state dict (`optimizer.state_dict()` format) into tensors and JSON."""
     tensors, scalars = {}, {}
     for index, entry in state["state"].items():
         for key, value in entry.items():
@@ -50,7 +50,8 @@ def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """The index-keyed optimizer state dict (`optimizer.state_dict()` format) from its saved parts."""
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         index, key = name.split(".", 1)
@@ -58,14 +59,24 @@ def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) 
     for index, entries in meta["scalars"].items():
         for key, value in entries.items():
             state.setdefault(int(index), {})[key] = torch.tensor(value)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def read_optimizer_state(path: Path) -> dict:
+    """A checkpoint's optimizer state dict (full tensors, `optimizer.state_dict()` format)."""
+    path = Path(path)
+    return _optimizer_state(read_tensors(path / "optimizer.safetensors"), read_checkpoint_meta(path)["optimizer"])
 
 
 def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, data_state: dict,
-                    config: dict, keep_last: int = 3, world_size: int = 1) -> Path:
+                    config: dict, keep_last: int = 3, world_size: int = 1, weights: dict | None = None,
+                    optimizer_state: dict | None = None) -> Path:
+    """`weights` / `optimizer_state`: already gathered (full) trainable tensors and optimizer state dict
+    (training/sharded_state.py, for sharded models); by default read from `model` / `optimizer`."""
     folder = Path(folder)
     target = folder / f"step-{step:06d}"
-    tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    tensors, optimizer_meta = _optimizer_tensors(optimizer_state if optimizer_state is not None
+                                                 else optimizer.state_dict())
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -81,7 +92,7 @@ def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, dat
         "world_size": world_size,
     }
     with atomic_directory(target) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(weights if weights is not None else trainable_state(model), str(tmp / "trainable.safetensors"))
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         save_file(rng, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
@@ -119,7 +130,8 @@ def read_checkpoint_meta(path: Path) -> dict:
 
 
 def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG; return the saved meta (step, data position)."""
+    """Restore weights, optimizer (unless None: see `read_optimizer_state`), scheduler and RNG; return the
+    saved meta (step, data position)."""
     path = Path(path)
     meta = read_checkpoint_meta(path)
     weights = read_tensors(path / "trainable.safetensors")
@@ -131,7 +143,8 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
-    _restore_optimizer(optimizer, read_tensors(path / "optimizer.safetensors"), meta["optimizer"])
+    if optimizer is not None:
+        optimizer.load_state_dict(_optimizer_state(read_tensors(path / "optimizer.safetensors"), meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     rng = read_tensors(path / "rng.safetensors")
     torch.set_rng_state(rng["torch"])

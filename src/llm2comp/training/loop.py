@@ -8,6 +8,14 @@ computes is the stage's business: `objective(batch) -> loss`, or a custom
 `step_fn(objective, batch, accelerator, scale) -> loss` for losses that run their own backward
 (the GradCache contrastive loss).
 
+Sharded training (FSDP, DeepSpeed) goes through accelerate only, and every path is safe for it by
+construction: the parameters clipped are the prepared model's (FSDP replaces them with shards),
+checkpoints gather the full trainable tensors and optimizer state on every process
+(training/sharded_state.py) before rank 0 writes them, and a resumed optimizer state is loaded after
+`prepare`, when torch can shard it. A run whose accelerate config asks for FSDP or DeepSpeed but
+whose accelerator runs something else (accelerate falls back to plain data parallelism on CPU)
+stops before its first step (`check_distributed_type`).
+
 Several processes stop together: the loss is averaged over processes before it is checked, so
 when one rank's loss is not finite every rank sees it and raises at the same step. Every rank
 always runs its backward (a NaN gradient is never applied), so no rank is left waiting in a
@@ -20,6 +28,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -30,16 +39,23 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_bytes
-from ..errors import LLM2CompError, ResumeMismatch
+from ..errors import InvalidSetting, LLM2CompError, ResumeMismatch
 from .batches import BatchStream
 from .checkpoint import (
     list_checkpoints,
     load_checkpoint,
     read_checkpoint_meta,
+    read_optimizer_state,
     remove_stale_checkpoints,
     save_checkpoint,
 )
 from .resume import WAY_OUT, check_resume
+from .sharded_state import (
+    full_optimizer_state,
+    full_trainable_state,
+    load_optimizer_state,
+    optimizer_parameter_names,
+)
 
 log = logging.getLogger("llm2comp")
 
@@ -74,6 +90,11 @@ def _default_step(objective, batch, accelerator, scale: float) -> torch.Tensor:
     loss = objective(batch)
     accelerator.backward(loss * scale)  # always, even when not finite: other ranks wait in its all-reduce
     return loss.detach()
+
+
+def _as_float(value) -> float:
+    """A norm as a float; under FSDP torch returns it as a DTensor (`full_tensor()` is its public value)."""
+    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
 
 
 def _read_history(path: Path, up_to: int) -> list[dict]:
@@ -129,6 +150,40 @@ def check_resumable(checkpoint: Path, config: dict, world_size: int) -> None:
                  accept_harmless=bool(config.get("accept_resume_changes", False)))
 
 
+# what `accelerate launch` sets for a config's distributed_type -> the type the accelerator must report
+SHARDING_REQUESTS = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DEEPSPEED"}
+
+
+def check_distributed_type(accelerator, environ=None) -> None:
+    """Raise `InvalidSetting` when the accelerate config asked for FSDP / DeepSpeed and did not get it.
+
+    On a machine without GPUs (or with `use_cpu: true`) accelerate silently runs plain data
+    parallelism instead (DistributedType.MULTI_CPU): every process then holds a full copy of the
+    model, which is not what a user who asked for sharding planned memory for.
+    """
+    environ = os.environ if environ is None else environ
+    got = getattr(accelerator.distributed_type, "value", str(accelerator.distributed_type))
+    for variable, wanted in SHARDING_REQUESTS.items():
+        if environ.get(variable, "false").lower() in ("true", "1") and got != wanted:
+            raise InvalidSetting(
+                f"the accelerate config asks for {wanted} ({variable}=true) but accelerate runs {got} on "
+                f"{accelerator.device}: accelerate shards only on GPUs and falls back to plain data parallelism "
+                "otherwise (each process would hold the whole model). Run on GPUs, or launch without "
+                f"distributed_type: {wanted} (e.g. `accelerate launch --num_processes N ...`) to train with "
+                "data parallelism on purpose")
+
+
+def warn_low_precision_trainables(named: list) -> list[str]:
+    """Log (and return) the trainable parameters stored in fp16/bf16: AdamW updates smaller than the
+    weight's precision (2^-8 relative in bf16) are lost, so these should be float32 (LoRA and memory
+    vectors are, even with `dtype: bfloat16`)."""
+    low = [name for name, param in named if param.dtype in (torch.float16, torch.bfloat16)]
+    if low:
+        log.warning("%d trainable parameter(s) are stored in half precision (e.g. %s): optimizer updates below "
+                    "their precision are lost; keep trainable weights in float32", len(low), low[0])
+    return low
+
+
 def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSettings, *, accelerator,
                output_dir: str | Path, config: dict, resume: bool = True, count_tokens: Callable = len,
                step_fn: Callable | None = None, callbacks: list[Callable] = ()) -> LoopResult:
@@ -140,7 +195,8 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
     named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no trainable parameters")
-    params = [p for _, p in named]
+    warn_low_precision_trainables(named)
+    check_distributed_type(accelerator)
     optimizer = torch.optim.AdamW(parameter_groups(named, settings), lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
@@ -155,10 +211,16 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
     existing = list_checkpoints(checkpoints) if resume else []
     if existing:
         check_resumable(existing[-1], config, accelerator.num_processes)
-        meta = load_checkpoint(existing[-1], model=objective, optimizer=optimizer, scheduler=scheduler)
+        meta = load_checkpoint(existing[-1], model=objective, optimizer=None, scheduler=scheduler)
         step = resumed_from = meta["step"]
         stream.restore(meta["data"])
+    names = optimizer_parameter_names(objective, optimizer)
     model, optimizer = accelerator.prepare(objective, optimizer)
+    # after prepare (FSDP replaces the parameters by their shards: clipping the old ones would do nothing),
+    # and all of them: accelerate's FSDP clips across shards only when given exactly `model.parameters()`
+    params = list(model.parameters())
+    if existing:  # after prepare, so that a sharded optimizer gets its own shard of the saved state
+        load_optimizer_state(model, optimizer, read_optimizer_state(existing[-1]), names)
     if accelerator.is_main_process:
         log.info("training on world size %d (%s, %s)%s", accelerator.num_processes, accelerator.distributed_type,
                  accelerator.device, f"; resumed from step {resumed_from}" if resumed_from else "")
@@ -168,8 +230,10 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
 
     def checkpoint(at: int) -> None:
         accelerator.wait_for_everyone()
+        weights = full_trainable_state(model)  # collectives: every process, before any rank-0-only branch
+        optimizer_state = full_optimizer_state(model, optimizer)
         if accelerator.is_main_process:
-            save_checkpoint(checkpoints, model=accelerator.unwrap_model(model), optimizer=optimizer,
+            save_checkpoint(checkpoints, model=None, optimizer=None, weights=weights, optimizer_state=optimizer_state,
                             scheduler=scheduler, step=at, data_state=stream.state(), config=config,
                             keep_last=settings.keep_last, world_size=accelerator.num_processes)
             _write_history(metrics_path, history)
@@ -194,7 +258,7 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
                                    "Lower the learning rate or use fp32/bf16 instead of fp16.")
         grad_norm = None
         if settings.max_grad_norm:
-            grad_norm = float(accelerator.clip_grad_norm_(params, settings.max_grad_norm))
+            grad_norm = _as_float(accelerator.clip_grad_norm_(params, settings.max_grad_norm))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
