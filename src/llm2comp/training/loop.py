@@ -215,6 +215,7 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
         step = resumed_from = meta["step"]
         stream.restore(meta["data"])
     names = optimizer_parameter_names(objective, optimizer)
+    trainable_names = {name for name, _ in named}
     model, optimizer = accelerator.prepare(objective, optimizer)
     # after prepare (FSDP replaces the parameters by their shards: clipping the old ones would do nothing),
     # and all of them: accelerate's FSDP clips across shards only when given exactly `model.parameters()`
@@ -230,7 +231,7 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
 
     def checkpoint(at: int) -> None:
         accelerator.wait_for_everyone()
-        weights = full_trainable_state(model)  # collectives: every process, before any rank-0-only branch
+        weights = full_trainable_state(model, trainable_names)  # collectives: every process, before any rank-0-only branch
         optimizer_state = full_optimizer_state(model, optimizer)
         if accelerator.is_main_process:
             save_checkpoint(checkpoints, model=None, optimizer=None, weights=weights, optimizer_state=optimizer_state,

@@ -36,9 +36,15 @@ def inner_optimizer(optimizer):
     return getattr(optimizer, "optimizer", optimizer)
 
 
-def full_trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Collective: the full trainable parameters by name, on CPU (on rank 0; {} elsewhere when sharded)."""
-    return {name: value.contiguous() for name, value in get_model_state_dict(model, options=GATHER).items()}
+def full_trainable_state(model: torch.nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
+    """Collective: the full trainable parameters by name, on CPU (on rank 0; {} elsewhere when distributed).
+
+    names: the trainable parameters' names (the unwrapped module's `named_parameters()`). Only these are
+    kept: torch lists a tied weight under each of its names (e.g. `lm_head.weight` of a frozen tied
+    embedding), and `ignore_frozen_params` does not recognise the second name as frozen.
+    """
+    state = get_model_state_dict(model, options=GATHER)
+    return {name: value.contiguous() for name, value in state.items() if name in names}
 
 
 def to_indexed(state: dict) -> dict:
