@@ -134,3 +134,31 @@ def test_other_architectures_encode_invariantly(tiny_model_dirs, arch):
     reference = model.encode(TEXTS)
     np.testing.assert_allclose(model.encode(TEXTS, batch_size=1), reference, atol=1e-5, rtol=0)
     np.testing.assert_allclose(model.encode(TEXTS, padding_side="left"), reference, atol=1e-5, rtol=0)
+
+
+def test_similarity_refuses_shapes_it_cannot_compare():
+    from llm2comp.errors import InvalidSetting, InvalidType
+
+    # before: torch's "mat1 and mat2 shapes cannot be multiplied (2x64 and 32x2)"
+    with pytest.raises(InvalidSetting, match=r"embedding sizes differ: a has shape \(2, 64\) \(d=64\), "
+                                             r"b has shape \(2, 32\) \(d=32\)"):
+        LLM2Comp.similarity(np.ones((2, 64)), np.ones((2, 32)))
+    # before: a (2, 3, 64) array was silently flattened into 6 rows
+    with pytest.raises(InvalidSetting, match=r"a has shape \(2, 3, 64\): expected \(n, d\).*list\(array\)"):
+        LLM2Comp.similarity(np.ones((2, 3, 64)), np.ones((2, 64)))
+    with pytest.raises(InvalidSetting, match=r"b has shape \(\)"):
+        LLM2Comp.similarity(np.ones((2, 64)), np.float32(1.0))
+    multivector = [np.ones((3, 64)), np.ones((1, 64))]
+    with pytest.raises(InvalidSetting, match=r"a has 2 multivector arrays of shapes \[\(3, 64\), \(1, 64\)\] "
+                                             r"\(d=64\), b has shape \(2, 32\)"):
+        LLM2Comp.similarity(multivector, np.ones((2, 32)))
+    with pytest.raises(InvalidSetting, match=r"b\[1\] has shape \(1, 32\), but b\[0\] has \(3, 64\)"):
+        LLM2Comp.similarity(np.ones((2, 64)), [np.ones((3, 64)), np.ones((1, 32))])
+    with pytest.raises(InvalidType, match="a must be embeddings"):
+        LLM2Comp.similarity(["not", "vectors"], np.ones((2, 64)))
+    # what is meant keeps working: (d,) is one row, a list of (windows, d) arrays is MaxSim
+    assert LLM2Comp.similarity(np.ones(64), np.ones((3, 64))).shape == (1, 3)
+    list_of_windows = list(np.random.default_rng(0).normal(size=(2, 3, 64)))
+    scores = LLM2Comp.similarity(list_of_windows, np.ones((4, 64)))
+    assert scores.shape == (2, 4)
+    torch.testing.assert_close(LLM2Comp.similarity(list_of_windows, list_of_windows)[0, 0], torch.tensor(1.0))

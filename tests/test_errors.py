@@ -61,16 +61,20 @@ def test_batch_size_must_be_a_positive_whole_number(tiny_encoder):
             tiny_encoder.encode(["a", "b", "c"], batch_size=bad)
 
 
-def test_a_tuple_is_one_input_never_two_texts(tiny_encoder):
-    assert normalize_inputs(("Retrieve passages", "what is a river?")) == (
-        [("Retrieve passages", "what is a river?")], True)  # before: two texts
-    pair = tiny_encoder.encode(("Retrieve passages", "what is a river?"))
-    np.testing.assert_allclose(pair, tiny_encoder.encode([("Retrieve passages", "what is a river?")])[0], atol=1e-6)
-    assert pair.shape == (tiny_encoder.hidden_size,)
-    with pytest.raises(InvalidSetting, match="a tuple is one \\(instruction, text\\) pair, got 3 items"):
-        normalize_inputs(("a", "b", "c"))
-    with pytest.raises(InvalidType, match=r"texts\[0\] \(instruction\) must be a str, got int"):
-        normalize_inputs((0, "text"))
+def test_a_top_level_tuple_is_refused_not_guessed(tiny_encoder):
+    # before: ("doc a", "doc b") gave ONE vector, for the text "doc a: doc b"
+    for texts in (("doc a", "doc b"), ("Retrieve passages", "what is a river?"), ("a", "b", "c"), ()):
+        with pytest.raises(InvalidType, match=r"texts is a tuple .*ambiguous.*pass a list"):
+            tiny_encoder.encode(texts)
+    with pytest.raises(InvalidType, match="pass a list"):
+        tiny_encoder.encode_query(("doc a", "doc b"))
+    # the explicit spellings of both readings work
+    assert tiny_encoder.encode(["doc a", "doc b"]).shape == (2, tiny_encoder.hidden_size)
+    pair = tiny_encoder.encode([("Retrieve passages", "what is a river?")])
+    np.testing.assert_allclose(pair[0], tiny_encoder.encode("what is a river?", instruction="Retrieve passages"),
+                               atol=1e-6)
+    with pytest.raises(InvalidType, match=r"texts\[0\]\[0\] \(instruction\) must be a str, got int"):
+        normalize_inputs([(0, "text")])
 
 
 def test_a_non_string_instruction_names_file_and_line(tmp_path, capsys):

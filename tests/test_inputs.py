@@ -26,6 +26,11 @@ def test_valid_inputs_normalise():
         ([("inst", 5)], TypeError, r"texts\[0\]\[1\]"),
         ([(5, "text")], TypeError, r"texts\[0\]\[0\] \(instruction\)"),
         ([("inst", " ")], ValueError, r"texts\[0\]\[1\] \(text\) is empty"),
+        (["ab\ud800cd"], ValueError, r"texts\[0\] is not valid Unicode text: '\\ud800' at character 2"),
+        (["ok", "x\udfff"], ValueError, r"texts\[1\] is not valid Unicode text"),
+        ("ab\ud800cd", ValueError, r"text is not valid Unicode text.*lone surrogate"),
+        ([("q\ud800", "text")], ValueError, r"texts\[0\]\[0\] \(instruction\) is not valid Unicode"),
+        ([("query", "t\ud800")], ValueError, r"texts\[0\]\[1\] \(text\) is not valid Unicode"),
     ],
 )
 def test_bad_texts_name_the_index(texts, error, match):
@@ -50,3 +55,15 @@ def test_unknown_model_and_folders_without_weights(tmp_path):
         LLM2Comp.from_pretrained(tmp_path)
     with pytest.raises(OSError, match="could not load a causal LM from 'no-such-org/no-such-model'"):
         LLM2Comp.from_pretrained("no-such-org/no-such-model")
+
+
+def test_a_lone_surrogate_gets_a_named_error_not_the_tokenizers_type_error(tiny_encoder):
+    from llm2comp.errors import InvalidSetting
+
+    # before: TypeError "TextEncodeInput must be Union[...]" from the tokenizers library
+    with pytest.raises(InvalidSetting, match=r"texts\[0\] is not valid Unicode text.*lone surrogate"):
+        tiny_encoder.encode(["ab\ud800cd"])
+    with pytest.raises(InvalidSetting, match=r"texts\[1\]\[0\] \(instruction\) is not valid Unicode"):
+        tiny_encoder.encode(["fine", ("q\ud800", "text")])
+    with pytest.raises(InvalidSetting, match=r"instruction is not valid Unicode"):
+        tiny_encoder.encode_query(["fine"], instruction="q\ud800")

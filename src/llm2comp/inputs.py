@@ -1,8 +1,12 @@
 """Validating what users pass to `encode`: strings, or `(instruction, text)` pairs.
 
     "text"                              one text (a 1-D embedding)
-    ("instruction", "text")             one query with its instruction (a tuple is always one pair)
-    ["a", ("instruction", "b"), ...]    several (a list, or any non-tuple sequence)
+    ["a", ("instruction", "b"), ...]    several (a list, or any non-tuple sequence): one row each
+
+A top-level tuple is refused: `("doc a", "doc b")` could be two documents or one (instruction, text)
+pair, and reading it either way silently gives the wrong number of vectors. Pass a list instead
+(`["doc a", "doc b"]`, or `[("instruction", "text")]` for one query with its instruction). Texts
+must be valid Unicode (a lone surrogate such as "\\ud800" cannot be tokenised).
 
 Every error names the offending index, so a bad row in a 100k-item list is found at once.
 """
@@ -21,6 +25,12 @@ def _check_text(value, where: str) -> str:
         raise InvalidType(f"{where} must be a str, got {type(value).__name__}")
     if not value.strip():
         raise InvalidSetting(f"{where} is empty or whitespace only; embeddings of empty text are undefined")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidSetting(f"{where} is not valid Unicode text: {value[error.start]!r} at character {error.start} "
+                             "is a lone surrogate; decode the input properly (e.g. errors='replace') or remove "
+                             "that character") from None
     return value
 
 
@@ -33,8 +43,9 @@ def _pair(item, where: str) -> tuple[str | None, str]:
 def normalize_inputs(texts, instruction: str | None = None) -> tuple[list[tuple[str | None, str]], bool]:
     """Return `[(instruction or None, text), ...]` and whether a single text was given.
 
-    `texts` is a str, an `(instruction, text)` tuple (one input), or a list (sequence) of those.
-    `instruction`, when given, applies to every plain-str item (pairs keep their own).
+    `texts` is a str, or a list (any non-tuple sequence) of str / `(instruction, text)` pairs; a
+    top-level tuple is refused (module docstring). `instruction`, when given, applies to every
+    plain-str item (pairs keep their own).
     """
     if texts is None:
         raise InvalidType("texts is None; pass a str or a list of str / (instruction, text) pairs")
@@ -42,11 +53,10 @@ def normalize_inputs(texts, instruction: str | None = None) -> tuple[list[tuple[
         _check_text(instruction, "instruction")
     if isinstance(texts, str):
         return [(instruction, _check_text(texts, "text"))], True
-    if isinstance(texts, tuple):  # one (instruction, text) pair, never two texts
-        if len(texts) != 2:
-            raise InvalidSetting(f"a tuple is one (instruction, text) pair, got {len(texts)} items; pass several "
-                                 "texts as a list")
-        return [_pair(texts, "texts")], True
+    if isinstance(texts, tuple):  # two documents, or one (instruction, text) pair? never guessed
+        raise InvalidType(f"texts is a tuple of {len(texts)} items, which is ambiguous (several texts, or one "
+                          "(instruction, text) pair?); pass a list: [\"doc a\", \"doc b\"] for several texts, or "
+                          "[(\"instruction\", \"text\")] for one query with its instruction")
     if not isinstance(texts, Sequence):
         raise InvalidType(f"texts must be a str or a sequence, got {type(texts).__name__}")
     items: list[tuple[str | None, str]] = []

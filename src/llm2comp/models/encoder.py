@@ -27,7 +27,7 @@ from .default_model import DEFAULT_MODEL_NAME, backbone_note
 from .encoding import encode_items
 from .long_texts import WindowEmbeddings, check_long_texts, encode_long_items, encode_windows
 from .lora import LoraSettings, add_lora
-from .maxsim import is_multivector, maxsim
+from .maxsim import check_widths, dense_embeddings, is_multivector, maxsim
 from .memory import EncoderBatch, MemoryTokens, build_encoder_batch, embed_with_memory, truncate_text_ids
 from .pooling import check_pooling, pool
 
@@ -221,6 +221,9 @@ class LLM2Comp(nn.Module):
                long_texts: str | None = None, overlap: int | None = None):
         """Embed a str or a list of str / (instruction, text) pairs, sentence-transformers style.
 
+        A top-level tuple is refused (`InvalidType`): `("doc a", "doc b")` could be two documents or one
+        pair; pass `["doc a", "doc b"]`, or `[("instruction", "text")]`.
+
         Texts are sorted by length into batches and returned in input order. A single str gives a
         1-D result; an empty list gives shape (0, d). `long_texts` (default: the config's) says what
         happens to a text longer than `max_length`: `truncate`, `segments` (token-weighted mean of
@@ -276,13 +279,15 @@ class LLM2Comp(nn.Module):
     def similarity(a, b) -> torch.Tensor:
         """Cosine similarity matrix between two sets of embeddings (numpy or torch), shape (n, m).
 
-        When either side is multivector (a list of (windows, d) arrays), MaxSim (`maxsim.py`).
+        Each side is (n, d) or one (d,) vector (one row). When either side is multivector (a list of
+        (windows, d) arrays), MaxSim (`maxsim.py`). A 3-D array, or sides of different widths d, are
+        refused (`InvalidSetting`, naming both shapes).
         """
         if is_multivector(a) or is_multivector(b):
-            return maxsim(a, b)
-        a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
-        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-        return nn.functional.normalize(a, dim=-1) @ nn.functional.normalize(b, dim=-1).T
+            return maxsim(a, b, names=("a", "b"))
+        dense_a, dense_b = dense_embeddings(a, "a"), dense_embeddings(b, "b")
+        check_widths(dense_a, dense_b, a, b, ("a", "b"))
+        return nn.functional.normalize(dense_a, dim=-1) @ nn.functional.normalize(dense_b, dim=-1).T
 
     def decode_memory(self, texts, max_new_tokens: int = 32, batch_size: int = 8, decoder=None) -> list[str]:
         """What the frozen original LLM writes from each text's k memory states (greedy): the probe of
