@@ -303,3 +303,76 @@ def test_eval_files_may_be_pipes_but_not_folders(tmp_path):
     (tmp_path / "sts.tsv").mkdir()
     with pytest.raises(EvalDataError, match=r"sts.tsv is a folder; expected a .tsv, .csv or .jsonl file"):
         load_sts(tmp_path / "sts.tsv")
+
+
+def test_encode_field_on_a_txt_input_is_refused(saved, tmp_path, capsys, no_model_load):
+    _, folder = saved
+    (tmp_path / "t.txt").write_text("a\n")
+    assert encode(folder, tmp_path, "--input", str(tmp_path / "t.txt"), "--field", "body") == 2
+    assert "--field body applies only to a .jsonl input" in capsys.readouterr().err
+
+
+def write_suite(tmp_path, head="", task=""):
+    (tmp_path / "pairs.tsv").write_text("sentence1\tsentence2\tscore\n" + "".join(f"a{i}\tb{i}\t{i}\n" for i in range(4)))
+    (tmp_path / "s.yaml").write_text(f"name: s\n{head}tasks:\n  - type: sts\n    path: pairs.tsv\n{task}")
+    return tmp_path / "s.yaml"
+
+
+@pytest.mark.parametrize(("head", "task", "message"), [
+    ("seed: x\n", "", "s.yaml: seed must be a whole number >= 0, got 'x'"),
+    ("max_items: ten\n", "", "s.yaml: max_items must be a whole number >= 1, got 'ten'"),
+    ("", "    seed: banana\n", "s.yaml: tasks[0]: seed must be a whole number >= 0, got 'banana'"),
+    ("", "    max_items: true\n", "s.yaml: tasks[0]: max_items must be a whole number >= 1, got True"),
+])
+def test_suite_file_options_are_checked(tmp_path, head, task, message):
+    from llm2comp.evaluation import EvalDataError, load_suite_file
+
+    with pytest.raises(EvalDataError) as error:
+        load_suite_file(write_suite(tmp_path, head, task))
+    assert message in str(error.value)
+
+
+def test_classification_folds_are_checked(tmp_path):
+    from llm2comp.evaluation import EvalDataError, load_suite_file
+
+    (tmp_path / "c.csv").write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(8)))
+    (tmp_path / "c.yaml").write_text("tasks:\n  - type: classification\n    path: c.csv\n    n_folds: 1\n")
+    with pytest.raises(EvalDataError, match=r"c.yaml: tasks\[0\]: n_folds must be a whole number >= 2, got 1"):
+        load_suite_file(tmp_path / "c.yaml")
+
+
+def test_suite_file_seed_is_used_when_no_seed_is_given(tmp_path, tiny_llama_dir):
+    from llm2comp.evaluation.suites import get_suite
+
+    suite = write_suite(tmp_path, "seed: 7\nmax_items: 3\n")
+    assert get_suite(suite).seed == 7 and get_suite(suite, seed=3).seed == 3
+    assert main(["eval", "--model", str(tiny_llama_dir), "--pooling", "mean", "--suite", str(suite), "--output",
+                 str(tmp_path / "out"), "--no-diagnostics"]) == 0  # no --seed: the file's
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["settings"]["seed"] == 7
+
+
+def test_suite_given_as_a_folder(tmp_path, capsys):
+    assert main(["eval", "--suite", str(tmp_path)]) == 2
+    assert "is a folder; give a suite .yaml file" in capsys.readouterr().err
+
+
+def test_csv_line_numbers_count_the_lines_of_multi_line_cells(tmp_path):
+    from llm2comp.evaluation import EvalDataError, load_sts
+
+    (tmp_path / "m.csv").write_text('sentence1,sentence2,score\n"a\nb",c,1\nd,e,2\nf,g,x\n')
+    with pytest.raises(EvalDataError, match=r"m.csv:5: column 'score' must be a number, got 'x'"):
+        load_sts(tmp_path / "m.csv")
+    (tmp_path / "ok.csv").write_text('sentence1,sentence2,score\n"a\nb",c,1\nd,e,2\nf,g,3\n')
+    assert load_sts(tmp_path / "ok.csv").texts1[0] == "a\nb"
+
+
+def test_compare_with_broken_or_unrelated_saved_results(sts_suite, tiny_llama_dir, tmp_path, capsys, no_model_load):
+    args = ["eval", "--model", str(tiny_llama_dir), "--suite", str(sts_suite)]
+    (tmp_path / "bad.json").write_text(json.dumps({"tasks": [{"task_name": "TinySTS", "main_metric": "m"}]}))
+    assert main([*args, "--compare", str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: tasks[0]: 'main_score' is missing" in capsys.readouterr().err
+    other = {"model": {"name": "o"}, "suite": "x", "tasks": [{"task_name": "Zzz", "main_metric": "m", "main_score": 0.3}]}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main([*args, "--compare", str(tmp_path / "other.json")]) == 2
+    assert "the saved results (o, suite x) share no task with the tiny suite" in capsys.readouterr().err

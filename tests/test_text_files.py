@@ -98,3 +98,11 @@ def test_unreadable_file_is_a_named_error(tmp_path):
     path.chmod(0)
     with pytest.raises(DataError, match=r"secret.txt: cannot be read: Permission denied"):
         read_texts(path)
+
+
+def test_cr_line_endings_and_an_empty_file_name(tmp_path):
+    path = tmp_path / "mac.txt"
+    path.write_bytes(b"one\rtwo\r\rthree\r")
+    assert read_texts(path) == ["one", "two", "three"]
+    with pytest.raises(DataError, match=r"the file name is empty; name a file \(or - for the standard input\)"):
+        read_texts("")

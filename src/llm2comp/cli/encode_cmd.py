@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
                         "standard input, one text per line)")
     parser.add_argument("--output", required=True,
                         help="where to write the embeddings (.npy; .npz with --long-texts multivector)")
-    parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
+    parser.add_argument("--field", default=None, help="JSONL field holding the text (default: text; .jsonl only)")
     parser.add_argument("--instruction", type=non_blank_text, default=None,
                         help="instruction prepended to every text (queries)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
@@ -47,8 +47,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..data.reading import format_suffix
     from ..models.loading import load_for_use
-    from ..text_files import read_texts
+    from ..text_files import JSONL_SUFFIXES, read_texts
 
     multivector = args.long_texts == "multivector"
     suffix = ".npz" if multivector else ".npy"
@@ -57,7 +58,10 @@ def run(args) -> int:
                              + (" (--long-texts multivector writes vectors + text_index)" if multivector else ""))
     check_overlap_applies(args.overlap, args.long_texts)
     ensure_writable_file(args.output)  # before the model loads and encodes everything
-    texts = read_texts(args.input, field=args.field)
+    if args.field is not None and format_suffix(args.input) not in JSONL_SUFFIXES:
+        raise InvalidSetting(f"--field {args.field} applies only to a .jsonl input; {args.input} is read as one text "
+                             "per line")
+    texts = read_texts(args.input, field=args.field or "text")
     model = load_for_use(args.model, args.pooling, dtype=args.dtype, device=args.device,
                          trust_remote_code=args.trust_remote_code)
     model.set_long_texts(args.long_texts, args.overlap)

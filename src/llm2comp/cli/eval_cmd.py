@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
                         help="--pooling for the --compare model (only when --compare names a model)")
     parser.add_argument("--max-items", type=positive_int, default=None,
                         help="cap every task at N items (seeded subsample)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of every subsample (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="seed of every subsample (default: a suite file's seed:, else 0)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--instructions", default=None,
                         help="YAML/JSON file mapping task name -> instruction (overrides defaults; '' = none); "
@@ -86,8 +87,11 @@ def run(args) -> int:
           f"{len(results['tasks'])} tasks in {results['elapsed_s']:.0f} s")
     if results.get("comparison"):
         comparison = results["comparison"]
-        print(f"compared with {comparison['label_b']}: {100 * (comparison['average_b'] or 0):.2f} "
-              f"({comparison['shared_tasks']} shared tasks)")
+        if comparison["shared_tasks"]:
+            print(f"compared with {comparison['label_b']}: {100 * comparison['average_b']:.2f} (this model "
+                  f"{100 * comparison['average_a']:.2f} on the {comparison['shared_tasks']} shared tasks)")
+        else:
+            print(f"compared with {comparison['label_b']}: no shared tasks")
     if args.output:
         print(f"wrote {args.output}/results.json and {args.output}/{REPORT_NAME}")
     return 0

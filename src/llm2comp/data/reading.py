@@ -49,6 +49,8 @@ def check_file(path: str | os.PathLike) -> Path:
     """
     if str(path) == STDIN:
         return Path(STDIN)
+    if not str(path).strip():
+        raise MissingDataError("the file name is empty; name a file (or - for the standard input)")
     path = Path(path).expanduser()
     if path.is_dir():
         raise DataError("is a folder; expected a file", path)

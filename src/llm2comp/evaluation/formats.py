@@ -37,14 +37,10 @@ def _raw_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         return list(columns), rows
     if suffix in TABLE_SUFFIXES:
         try:
-            text_lines = [line for _, line in iter_lines(path)]
+            text_lines = [line + "\n" for _, line in iter_lines(path)]  # the reader keeps a quoted cell's newlines
         except DataError as error:
             raise EvalDataError(str(error)) from error
-        delimiter = TABLE_SUFFIXES[suffix]
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        reader = csv.reader(text_lines, delimiter=delimiter, quoting=quoting)
-        lines = [(number, cells) for number, cells in enumerate(reader, start=1) if any(c.strip() for c in cells)]
+        lines = _csv_records(text_lines, TABLE_SUFFIXES[suffix], path)
         if not lines:
             return [], []
         header = [name.strip() for name in lines[0][1]]
@@ -56,6 +52,22 @@ def _raw_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
             rows.append((number, dict(zip(header, cells))))
         return header, rows
     raise EvalDataError(f"{path}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl")
+
+
+def _csv_records(text_lines: list[str], delimiter: str, path: Path) -> list[tuple[int, list[str]]]:
+    """`[(first line, cells)]` of the non-blank records; a quoted CSV cell may span lines."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.reader(text_lines, delimiter=delimiter, quoting=quoting)
+    records, start = [], 1
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise EvalDataError(f"{path}:{start}: {error} (a quoted cell that never closes?)") from error
+    return records
 
 
 def read_table(path: str | Path, columns: dict[str, str], optional: dict[str, str] | None = None

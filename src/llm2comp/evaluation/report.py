@@ -50,7 +50,22 @@ def load_results(path: str | Path) -> dict:
         raise CorruptFile(f"{path} cannot be read: {error.strerror or error}") from error
     if not isinstance(results, dict) or not isinstance(results.get("tasks"), list):
         raise CorruptFile(f"{path} is not an llm2comp results file (no 'tasks' list)")
+    for index, record in enumerate(results["tasks"]):
+        _check_record(record, f"{path}: tasks[{index}]")
     return results
+
+
+def _check_record(record, where: str) -> None:
+    """A saved task record has what comparing needs: `task_name`, `main_metric` and a finite `main_score`."""
+    if not isinstance(record, dict):
+        raise CorruptFile(f"{where} must be a mapping, got {type(record).__name__}")
+    for key, kind in (("task_name", str), ("main_metric", str), ("main_score", (int, float))):
+        value = record.get(key)
+        if key not in record or not isinstance(value, kind) or isinstance(value, bool):
+            raise CorruptFile(f"{where}: {key!r} is {'missing' if key not in record else repr(value)}; "
+                              "not a results file written by llm2comp eval")
+    if not math.isfinite(record["main_score"]):
+        raise CorruptFile(f"{where}: main_score is {record['main_score']}")
 
 
 def compare_results(current: dict, other: dict) -> dict:

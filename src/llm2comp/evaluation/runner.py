@@ -125,6 +125,15 @@ def _check_model_reference(reference, pooling: str | None, trust_remote_code: bo
                           f"({error})") from error
 
 
+def _check_shared_tasks(other: dict, task_names: list[str], suite_name: str) -> None:
+    """Refuse saved results that share no task with the suite: the comparison would compare nothing."""
+    theirs = [record["task_name"] for record in other["tasks"]]
+    if not set(theirs) & set(task_names):
+        raise InvalidSetting(f"compare: the saved results ({model_label(other)}, suite {other.get('suite', '?')}) "
+                             f"share no task with the {suite_name} suite: they hold {theirs[:8]}, the suite has "
+                             f"{task_names[:8]}; compare results of the same suite")
+
+
 def _check_instructions(instructions: dict[str, str] | None, task_names: list[str], suite_name: str) -> None:
     """Refuse instructions for tasks that are not in the suite (a typo would silently change nothing)."""
     unknown = sorted(set(instructions or {}) - set(task_names))
@@ -134,7 +143,7 @@ def _check_instructions(instructions: dict[str, str] | None, task_names: list[st
 
 
 def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Path | None = None, *,
-             pooling: str | None = None, max_items: int | None = None, seed: int = 0, batch_size: int = 16,
+             pooling: str | None = None, max_items: int | None = None, seed: int | None = None, batch_size: int = 16,
              diagnostics: bool = True, compare=None, compare_pooling: str | None = None,
              instructions: dict[str, str] | None = None, name: str | None = None,
              show_progress_bar: bool = True, dtype: str = "float32", device: str | None = None,
@@ -146,7 +155,8 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
     suite: "offline" / "longdoc" (packaged data), "paper14" / "longembed" (MTEB, need the Hub), a suite
         YAML path, or a `Suite`.
     output_dir: where to write results.json, report.md and the diagnostic PNGs (None: write nothing).
-    max_items / seed: per-task cap and the seed of every subsample. batch_size: encoding batch size.
+    max_items / seed: per-task cap and the seed of every subsample (None: a suite file's `seed:`, else 0).
+        batch_size: encoding batch size.
     compare: a results dict, a saved results.json (or its folder), or another model name/path (then
         evaluated on the same suite, with `compare_pooling`); adds a side-by-side table.
     instructions: task name -> instruction, overriding the suite's / the MTEB defaults ("" = none).
@@ -166,13 +176,18 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
                              "'segments' or 'truncate' (multivector works on the offline task types)")
 
         mteb_tasks = load_mteb_suite(str(suite))  # before loading the model: fail fast without the Hub
-        _check_instructions(instructions, [task.metadata.name for task in mteb_tasks], str(suite))
+        task_names, suite_label = [task.metadata.name for task in mteb_tasks], str(suite)
     else:
         suite_object = get_suite(suite, max_items, seed)
-        _check_instructions(instructions, [task.name for task in suite_object.tasks], suite_object.name)
+        seed = suite_object.seed if seed is None else seed
+        task_names, suite_label = [task.name for task in suite_object.tasks], suite_object.name
+    _check_instructions(instructions, task_names, suite_label)
+    seed = seed or 0
     if output_dir is not None:  # before the model loads: a result that cannot be written is lost
         ensure_writable_dir(output_dir, "evaluation output folder")
     compare = _prepare_compare(compare, compare_pooling, trust_remote_code)  # results loaded, or the model checked
+    if isinstance(compare, dict):
+        _check_shared_tasks(compare, task_names, suite_label)
     if isinstance(model, (str, os.PathLike)):
         name = name or str(model)
         model = load_model(model, pooling, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

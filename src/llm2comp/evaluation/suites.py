@@ -68,21 +68,36 @@ class Suite:
     name: str
     tasks: list[Task] = field(default_factory=list)
     description: str = ""
+    seed: int | None = None  # the seed of its subsamples, where it chose one (a YAML file's `seed:`)
+
+
+OPTION_MINIMUMS = {"max_items": 1, "seed": 0, "n_folds": 2, "n_runs": 1}
+
+
+def _whole_number(value, where: str, key: str):
+    """`value` of option `key` as an int >= its minimum (None stays None), or an EvalDataError naming it."""
+    if value is None:
+        return None
+    minimum = OPTION_MINIMUMS[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise EvalDataError(f"{where}: {key} must be a whole number >= {minimum}, got {value!r}")
+    return value
 
 
 def offline_suite(max_items: int | None = None, seed: int = 0) -> Suite:
     """Eight tasks on packaged data (offline_suite.py); ~4 min for a 135M model on 2 CPU cores."""
     return Suite("offline", offline_tasks(max_items, seed),
-                 "packaged data: Lee document similarity, Pang & Lee polarity, Rotten Tomatoes tasks")
+                 "packaged data: Lee document similarity, Pang & Lee polarity, Rotten Tomatoes tasks", seed)
 
 
 def longdoc_suite(max_items: int | None = None, seed: int = 0) -> Suite:
     """One task, WikiLongDocRetrieval (long_documents.py): whole Wikipedia articles from deep sentences."""
     return Suite("longdoc", [long_document_task(max_items, seed)],
-                 "packaged data: whole Wikipedia articles retrieved from sentences past their first 512 words")
+                 "packaged data: whole Wikipedia articles retrieved from sentences past their first 512 words", seed)
 
 
 def _task_from_entry(entry: dict, where: str, base: Path, max_items: int | None, seed: int) -> list[Task]:
+    entry = {**entry, **{key: _whole_number(entry[key], where, key) for key in OPTION_MINIMUMS if key in entry}}
     if "builtin" in entry:
         wanted = str(entry["builtin"])
         extra = set(entry) - {"builtin", "max_items", "seed"}
@@ -129,8 +144,8 @@ def load_suite_file(path: str | Path, max_items: int | None = None, seed: int | 
     spec = read_yaml(path, "suite file")  # errors name the file and line
     if not isinstance(spec, dict) or not isinstance(spec.get("tasks"), list) or not spec["tasks"]:
         raise EvalDataError(f"{path}: expected a mapping with a non-empty 'tasks' list")
-    cap = max_items if max_items is not None else spec.get("max_items")
-    chosen_seed = seed if seed is not None else int(spec.get("seed", 0))
+    cap = max_items if max_items is not None else _whole_number(spec.get("max_items"), str(path), "max_items")
+    chosen_seed = seed if seed is not None else _whole_number(spec.get("seed", 0), str(path), "seed")
     tasks: list[Task] = []
     for index, entry in enumerate(spec["tasks"]):
         where = f"{path}: tasks[{index}]"
@@ -141,7 +156,7 @@ def load_suite_file(path: str | Path, max_items: int | None = None, seed: int | 
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise EvalDataError(f"{path}: task names must be unique; repeated: {duplicates} (set 'name:')")
-    return Suite(str(spec.get("name") or path.stem), tasks, str(spec.get("description") or ""))
+    return Suite(str(spec.get("name") or path.stem), tasks, str(spec.get("description") or ""), chosen_seed)
 
 
 def get_suite(spec: str | Path | Suite, max_items: int | None = None, seed: int | None = None) -> Suite:
@@ -155,6 +170,8 @@ def get_suite(spec: str | Path | Suite, max_items: int | None = None, seed: int 
         return longdoc_suite(max_items, seed or 0)
     if str(spec) in MTEB_SUITE_NAMES:
         raise InvalidSetting(f"the {spec} suite runs through mteb: use evaluate(..., suite={str(spec)!r})")
+    if Path(spec).is_dir():
+        raise InvalidSetting(f"suite {spec} is a folder; give a suite .yaml file, or one of {list(BUILTIN_SUITES)}")
     if Path(spec).suffix.lower() in (".yaml", ".yml") or Path(spec).exists():
         return load_suite_file(spec, max_items, seed)
     raise InvalidSetting(f"unknown suite {spec!r}: use one of {list(BUILTIN_SUITES)} or a suite .yaml file")
