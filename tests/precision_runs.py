@@ -21,12 +21,11 @@ def main(model_dir: str, out_dir: str, mixed_precision: str, dtype: str) -> None
     import torch
 
     torch.set_num_threads(1)
-    from tests.test_contrastive_recipes import write_pairs, write_sentences
-    from tests.training_helpers import tiny_stage_config, write_corpus
-
     from llm2comp.recipes.pretrain import run_pretrain
     from llm2comp.recipes.supervised import run_supervised
     from llm2comp.recipes.unsupervised import run_unsupervised
+    from tests.test_contrastive_recipes import write_pairs, write_sentences
+    from tests.training_helpers import tiny_stage_config, write_corpus
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from ..models.config import is_llm2comp_folder
 from ..models.encoder import LLM2Comp
 from ..models.lora import LoraSettings
 from ..models.saving import TRAINING_CONFIG, check_save_target
+from ..training.activation_checkpointing import enable_gradient_checkpointing
 from ..training.checkpoint import list_checkpoints
 from ..training.config import StageConfig
 from ..training.loop import LoopSettings, check_resumable
@@ -241,7 +242,7 @@ def load_encoder(cfg: StageConfig, *, trust_remote_code: bool = False, **config_
         model.model.get_input_embeddings().weight.requires_grad_(True)
         model.config.input_embeddings = True  # saved with the model (input_embeddings.safetensors)
     if cfg.gradient_checkpointing:
-        model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)  # recomputes with the adapter state of the forward (stage 1)
     return model
 
 
