@@ -130,3 +130,63 @@ def test_trained_input_embeddings_survive_save_and_load(tiny_llama_dir, tmp_path
     reloaded.save(tmp_path / "again")  # the next stage's save keeps them too
     again = LLM2Comp.from_pretrained(tmp_path / "again").model.get_input_embeddings().weight
     torch.testing.assert_close(again.detach(), trained_table, atol=0, rtol=0)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = config_file(tmp_path, "stage: pretrain\nlr: 1.0e-4\nmax_steps: 5\nlr: 3.0e-4\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:4: key 'lr' is given twice \(first at line 2\)"):
+        load_stage_config(path)  # before: accepted, the last value won
+    nested = {"model": "m", "stages": {"pretrain": {"max_steps": 2}}}
+    text = yaml.safe_dump(nested, sort_keys=False) + "  pretrain:\n    max_steps: 3\n"
+    with pytest.raises(ConfigError, match=r"p.yaml:5: key 'stages.pretrain' is given twice \(first at line 3\)"):
+        load_pipeline(config_file(tmp_path, text, "p.yaml"))
+
+
+@pytest.mark.parametrize("text, override, message", [
+    ("lr: .inf\n", [], r"c.yaml:1: lr must be a finite number, got inf"),
+    ("weight_decay: .nan\n", [], r"c.yaml:1: weight_decay must be a finite number, got nan"),
+    ("max_grad_norm: -.inf\n", [], r"max_grad_norm must be a finite number"),
+    ("lora: {r: 4, alpha: .inf}\n", [], r"c.yaml:1: lora.alpha must be a finite number, got inf"),
+    ("", ["--lr", "inf"], r"--lr \(command line\): lr must be a finite number, got inf"),
+    ("", ["--margin", "nan"], r"--margin \(command line\): margin must be a finite number, got nan"),
+])
+def test_non_finite_numbers_are_refused(tmp_path, text, override, message):
+    with pytest.raises(ConfigError, match=message):  # before: `lr: .inf` passed every check
+        load_stage_config(config_file(tmp_path, text or "stage: pretrain\n"), override)
+
+
+def test_train_needs_a_config_and_says_so(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train"])  # before: the 7B-sized default (32,000 steps) started into ./runs/pretrain
+    assert stopped.value.code == 2 and "--config" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "required: there is no default run" in " ".join(capsys.readouterr().out.split())
+
+
+def test_train_passes_trust_remote_code_to_the_model_loads(tiny_llama_dir, tmp_path, monkeypatch):
+    from llm2comp.models import backbone
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+    real_tokenizer = backbone.load_tokenizer
+
+    def tokenizer(*args, trust_remote_code=False, **kwargs):
+        seen.append(("tokenizer", trust_remote_code))
+        return real_tokenizer(*args, **kwargs)
+
+    def model(*args, trust_remote_code=False, **kwargs):
+        seen.append(("model", trust_remote_code))
+        raise Stop
+
+    monkeypatch.setattr(backbone, "load_tokenizer", tokenizer)
+    monkeypatch.setattr(LLM2Comp, "from_pretrained", model)
+    cfg = tiny_stage_config(tiny_llama_dir, write_corpus(tmp_path / "c.txt"), tmp_path / "run")
+    path = config_file(tmp_path, yaml.safe_dump(cfg.to_dict()))
+    for flag in ([], ["--trust-remote-code"]):  # before: no such option
+        with pytest.raises(Stop):
+            main(["train", "--config", str(path), *flag])
+        assert seen == [("tokenizer", bool(flag)), ("model", bool(flag))]
+        seen.clear()
