@@ -376,3 +376,16 @@ def test_compare_with_broken_or_unrelated_saved_results(sts_suite, tiny_llama_di
     (tmp_path / "other.json").write_text(json.dumps(other))
     assert main([*args, "--compare", str(tmp_path / "other.json")]) == 2
     assert "the saved results (o, suite x) share no task with the tiny suite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "--output", ""], ["eval", "--compare", " "], ["eval", "--suite", ""], ["eval", "--instructions", ""],
+    ["eval", "--model", ""], ["encode", "--model", "", "--input", "t.txt", "--output", "e.npy"],
+    ["encode", "--input", "", "--output", "e.npy"], ["search", "--documents", ""],
+])
+def test_empty_names_are_refused(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `--output ""` used to write results.json into the current folder
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "must not be empty or whitespace only" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -25,12 +25,12 @@ def add_parser(sub) -> None:
         "matrix, one row per text in input order. .txt: one text per line (blank lines skipped); "
         ".jsonl: objects with a 'text' field and an optional 'instruction' (queries only).",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL_NAME,
+    parser.add_argument("--model", type=non_blank_text, default=DEFAULT_MODEL_NAME,
                         help=f"saved LLM2Comp folder, Hub id or local backbone folder (default: {DEFAULT_MODEL_NAME})")
-    parser.add_argument("--input", required=True,
+    parser.add_argument("--input", type=non_blank_text, required=True,
                         help="texts.txt or texts.jsonl (also .gz/.bz2, a pipe such as <(...), or - for the "
                         "standard input, one text per line)")
-    parser.add_argument("--output", required=True,
+    parser.add_argument("--output", type=non_blank_text, required=True,
                         help="where to write the embeddings (.npy; .npz with --long-texts multivector)")
     parser.add_argument("--field", default=None, help="JSONL field holding the text (default: text; .jsonl only)")
     parser.add_argument("--instruction", type=non_blank_text, default=None,

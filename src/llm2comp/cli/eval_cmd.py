@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
-from .arguments import add_trust_remote_code, device_name, non_negative_int, positive_int
+from .arguments import add_trust_remote_code, device_name, non_blank_text, non_negative_int, positive_int
 from .long_text_options import add_long_text_arguments, check_overlap_applies
 
 EPILOG = """examples:
@@ -23,15 +23,16 @@ def add_parser(sub) -> None:
         description="Evaluate an embedding model and write results.json (MTEB-like), report.md (task | metric "
         "| n | score) and diagnostic plots (singular-value spectrum, memory-token correlation).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL_NAME,
+    parser.add_argument("--model", type=non_blank_text, default=DEFAULT_MODEL_NAME,
                         help=f"saved LLM2Comp folder, Hub id or backbone folder (default: {DEFAULT_MODEL_NAME})")
     parser.add_argument("--pooling", choices=["memory_mean", "mean", "last"], default=None,
                         help="for a plain backbone: mean / last = the untrained token-pooling baselines")
-    parser.add_argument("--suite", default="offline",
+    parser.add_argument("--suite", type=non_blank_text, default="offline",
                         help="offline (packaged data, default), longdoc (packaged long Wikipedia articles), "
                         "paper14 or longembed (MTEB, need the Hub), or FILE.yaml")
-    parser.add_argument("--output", default=None, help="folder for results.json, report.md and plots")
-    parser.add_argument("--compare", default=None,
+    parser.add_argument("--output", type=non_blank_text, default=None,
+                        help="folder for results.json, report.md and plots")
+    parser.add_argument("--compare", type=non_blank_text, default=None,
                         help="a saved results.json (or its folder), or another model to evaluate side by side")
     parser.add_argument("--compare-pooling", choices=["memory_mean", "mean", "last"], default=None,
                         help="--pooling for the --compare model (only when --compare names a model)")
@@ -40,7 +41,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of every subsample (default: a suite file's seed:, else 0)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--instructions", default=None,
+    parser.add_argument("--instructions", type=non_blank_text, default=None,
                         help="YAML/JSON file mapping task name -> instruction (overrides defaults; '' = none); "
                         "every name must be a task of the suite")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the spectrum / memory diagnostics")

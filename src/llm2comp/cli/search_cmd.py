@@ -27,10 +27,10 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("search", help="rank documents for queries (a small semantic search)",
                             description="Embed queries (with an instruction) and documents (without), "
                             "and print each query's top matches by cosine similarity.")
-    parser.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    parser.add_argument("--model", type=non_blank_text, default=DEFAULT_MODEL_NAME)
     parser.add_argument("--query", action="append", type=non_blank_text,
                         help="a query (repeatable; default: examples)")
-    parser.add_argument("--documents", default=None,
+    parser.add_argument("--documents", type=non_blank_text, default=None,
                         help=".txt/.jsonl file of documents, or - for the standard input (default: examples)")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                         help="instruction given to the queries ('' = only the model's saved query prompt, if any; "

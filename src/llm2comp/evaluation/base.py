@@ -100,9 +100,9 @@ def _checked_overlap(model, long_texts: str, overlap: int | None) -> int | None:
     if overlap is None:
         return None
     if long_texts == "truncate":
-        raise InvalidSetting(f"overlap={overlap!r} applies only with long_texts 'segments' or 'multivector' (where texts "
-                             "are cut into windows); with 'truncate' no windows overlap. Set long_texts, or drop "
-                             "overlap")
+        raise InvalidSetting(f"overlap={overlap!r} applies only with long_texts 'segments' or 'multivector' "
+                             "(where texts are cut into windows); with 'truncate' no windows overlap. Set "
+                             "long_texts, or drop overlap")
     config = model.config
     return check_overlap(overlap, window_budget(config.max_length, len(model.prefix_ids()), config.num_memory_tokens))
 

@@ -90,8 +90,9 @@ def _prepare_compare(compare, compare_pooling: str | None, trust_remote_code: bo
     """
     if compare is None or isinstance(compare, dict):
         if compare_pooling is not None:
+            why = ", not saved results" if compare is not None else "; compare is not set"
             raise InvalidSetting(f"compare_pooling={compare_pooling!r} applies only when compare names a model to "
-                                 "evaluate" + (", not saved results" if compare is not None else "; compare is not set"))
+                                 f"evaluate{why}")
         return compare
     if not isinstance(compare, (str, os.PathLike)):
         return compare  # a model object
