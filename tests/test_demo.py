@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from llm2comp.cli.main import main
@@ -35,3 +36,17 @@ def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp
     assert main(argv) == 0  # second run: stages and evaluations reused
     again = capsys.readouterr().out
     assert again.count("reusing") >= 3 and "train:" not in again
+
+
+def test_demo_checks_its_arguments_before_any_work(tmp_path, monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr("llm2comp.models.default_model.resolve_default_model", no_work)
+    monkeypatch.setattr("llm2comp.recipes.pipeline.run_pipeline", no_work)
+    with pytest.raises(SystemExit) as stopped:
+        main(["demo", "--eval-items", "-3"])  # before: checked only after the whole training
+    assert stopped.value.code == 2 and "--eval-items: must be >= 1, got -3" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("output_dir: out\nstages:\n  pretrain: {lr: .inf}\n")
+    assert main(["demo", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "lr must be a finite number" in capsys.readouterr().err
