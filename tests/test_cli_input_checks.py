@@ -389,3 +389,27 @@ def test_empty_names_are_refused(argv, capsys, tmp_path, monkeypatch):
         main(argv)
     assert "must not be empty or whitespace only" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_reranking_file_is_read_once_so_a_pipe_works(tmp_path):
+    import threading
+
+    from llm2comp.evaluation import load_reranking
+
+    fifo = tmp_path / "rerank.jsonl"
+    os.mkfifo(fifo)
+    rows = [{"query": f"q{i}", "positive": [f"p{i}"], "negative": [f"n{i}", "x"]} for i in range(3)]
+    writer = threading.Thread(target=fifo.write_text, args=("\n".join(json.dumps(r) for r in rows) + "\n",))
+    writer.start()
+    try:
+        task = load_reranking(fifo)
+    finally:
+        writer.join(timeout=10)
+    assert [item.query for item in task.items] == ["q0", "q1", "q2"] and task.items[0].negatives == ["n0", "x"]
+
+
+def test_suite_task_instruction_and_name_must_be_text(tmp_path):
+    from llm2comp.evaluation import EvalDataError, load_suite_file
+
+    with pytest.raises(EvalDataError, match=r"s.yaml: tasks\[0\]: instruction must be text, got int 5"):
+        load_suite_file(write_suite(tmp_path, "", "    instruction: 5\n"))

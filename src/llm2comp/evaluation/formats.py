@@ -77,12 +77,28 @@ def read_table(path: str | Path, columns: dict[str, str], optional: dict[str, st
     `columns` maps each required role to its column name; `optional` maps roles that may be absent.
     Missing columns, an empty file and empty required cells raise `EvalDataError`.
     """
+    path = check_table_file(path)
+    return select_columns(path, *_raw_rows(path), columns, optional)
+
+
+def check_table_file(path: str | Path) -> Path:
+    """`path` as a Path, if it names a file (a pipe or device counts); else an error naming it."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise EvalDataError(f"evaluation file {path} is a folder; expected a .tsv, .csv or .jsonl file")
     if not path.exists():  # pipes and devices (`<(...)`) are read like files
         raise MissingFile(f"evaluation file {path} does not exist")
-    header, rows = _raw_rows(path)
+    return path
+
+
+def read_raw_table(path: str | Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(column names, [(line, row)]) of a table file, read once (a pipe can be read only once)."""
+    return _raw_rows(check_table_file(path))
+
+
+def select_columns(path: Path, header: list[str], rows: list[tuple[int, dict]], columns: dict[str, str],
+                   optional: dict[str, str] | None = None) -> list[tuple[int, dict]]:
+    """`read_table` on rows already read: `[(line, {role: value})]`, with the same errors."""
     if not rows:
         raise EvalDataError(f"{path} is empty: no data rows")
     for role, column in columns.items():

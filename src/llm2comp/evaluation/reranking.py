@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.reading import DataError, format_suffix, iter_jsonl
+from ..data.reading import format_suffix
 from .base import Embedder, EvalDataError, Task, cosine_matrix, seeded_subset
-from .formats import JSONL_SUFFIXES, as_binary_label, as_text, as_text_list, read_table
+from .formats import JSONL_SUFFIXES, as_binary_label, as_text, as_text_list, read_raw_table, select_columns
 from .retrieval import ranking_metrics
 
 
@@ -90,13 +90,14 @@ def load_reranking(path, *, name: str | None = None, query: str = "query", posit
                    max_items: int | None = None, seed: int = 0, instruction: str | None = None) -> RerankingTask:
     """Read a reranking file in either layout; `max_items` keeps a seeded subset of queries."""
     path = Path(path)
-    if format_suffix(path) in JSONL_SUFFIXES and _has_list_layout(path, document):
-        rows = read_table(path, {"query": query, "positive": positive, "negative": negative})
+    header, raw_rows = read_raw_table(path)  # once: the file may be a pipe
+    if format_suffix(path) in JSONL_SUFFIXES and (not raw_rows or document not in raw_rows[0][1]):
+        rows = select_columns(path, header, raw_rows, {"query": query, "positive": positive, "negative": negative})
         items = [RerankItem(as_text(row["query"], path, number, query),
                             as_text_list(row["positive"], path, number, positive),
                             as_text_list(row["negative"], path, number, negative)) for number, row in rows]
     else:
-        rows = read_table(path, {"query": query, "document": document, "label": label})
+        rows = select_columns(path, header, raw_rows, {"query": query, "document": document, "label": label})
         grouped: dict[str, RerankItem] = {}
         for number, row in rows:
             text = as_text(row["query"], path, number, query)
@@ -110,13 +111,3 @@ def load_reranking(path, *, name: str | None = None, query: str = "query", posit
                             f"(columns {positive!r}/{negative!r} or {label!r})")
     usable = [usable[i] for i in seeded_subset(len(usable), max_items, seed)]
     return RerankingTask(name=name or path.stem, source=str(path), items=usable, instruction=instruction)
-
-
-def _has_list_layout(path: Path, document: str) -> bool:
-    """JSONL files (compressed or not) use the list layout unless their first row has a `document` field."""
-    try:
-        for _, row in iter_jsonl(path):
-            return document not in row
-    except DataError:
-        return True  # let read_table report the bad line
-    return True

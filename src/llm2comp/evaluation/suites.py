@@ -98,6 +98,9 @@ def longdoc_suite(max_items: int | None = None, seed: int = 0) -> Suite:
 
 def _task_from_entry(entry: dict, where: str, base: Path, max_items: int | None, seed: int) -> list[Task]:
     entry = {**entry, **{key: _whole_number(entry[key], where, key) for key in OPTION_MINIMUMS if key in entry}}
+    for key in ("name", "instruction"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise EvalDataError(f"{where}: {key} must be text, got {type(entry[key]).__name__} {entry[key]!r}")
     if "builtin" in entry:
         wanted = str(entry["builtin"])
         extra = set(entry) - {"builtin", "max_items", "seed"}
