@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,57 @@ def test_the_output_dir_may_not_be_the_input_model_folder(tiny_llama_dir, tmp_pa
             run_stage(cfg)  # before: checkpoints written into the model folder (or over it)
     assert sorted(p.name for p in base.iterdir()) == before
     assert sorted(p.name for p in (tmp_path / "stage1").iterdir()) == ["model"]
+
+
+# ------------------------------------------------------------------------------------------ Ctrl-C
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, monkeypatch, capsys):
+    import llm2comp.recipes
+    from llm2comp.cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llm2comp.recipes, "run_stage", interrupted)
+    (tmp_path / "c.yaml").write_text(f"stage: pretrain\noutput_dir: {tmp_path / 'run'}\n")
+    assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 130  # before: a KeyboardInterrupt traceback
+    assert capsys.readouterr().err.strip() == "llm2comp train: interrupted; rerun the same command to resume"
+    monkeypatch.setattr("llm2comp.models.loading.load_for_use", interrupted)
+    assert main(["search"]) == 130
+    assert capsys.readouterr().err.strip() == "llm2comp search: interrupted"
+
+
+def test_sigint_to_train_stops_cleanly_and_the_rerun_resumes(tiny_llama_dir, tmp_path):
+    import signal
+    import sys
+    import time
+
+    import yaml
+
+    from llm2comp.training.checkpoint import list_checkpoints
+
+    run = tmp_path / "run"
+    cfg = tiny_stage_config(tiny_llama_dir, write_corpus(tmp_path / "c.txt"), run, max_steps=500, save_every=1,
+                            keep_last=2)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "llm2comp", "train", "--config", str(tmp_path / "c.yaml")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list_checkpoints(run / "checkpoints") and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err  # before: a KeyboardInterrupt traceback
+    assert "llm2comp train: interrupted; rerun the same command to resume" in err.splitlines()
+    assert not (run / LOCK_NAME).exists()  # released
+    done = list_checkpoints(run / "checkpoints")
+    assert done and sorted(p.name for p in (run / "checkpoints").iterdir()) == [p.name for p in done]  # no temporaries
+    step = int(done[-1].name.split("-")[1])
+    from llm2comp.cli.main import main
+
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--max_steps", str(step + 1),
+                 "--accept-resume-changes"]) == 0
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, step + 2))  # resumed where it stopped, nothing trained twice
