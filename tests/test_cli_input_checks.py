@@ -413,3 +413,20 @@ def test_suite_task_instruction_and_name_must_be_text(tmp_path):
 
     with pytest.raises(EvalDataError, match=r"s.yaml: tasks\[0\]: instruction must be text, got int 5"):
         load_suite_file(write_suite(tmp_path, "", "    instruction: 5\n"))
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
+    ({"max_items": 2.5}, "max_items must be a whole number >= 1 or None, got 2.5"),
+    ({"seed": -1}, "seed must be a whole number >= 0 or None, got -1"),
+    ({"overlap": -2, "long_texts": "segments"}, "overlap must be a whole number >= 0 or None, got -2"),
+    ({"long_texts": "windows"}, "long_texts must be one of"),
+    ({"instructions": ["LeeDocSim"]}, "instructions must be a dict of task name -> instruction text"),
+])
+def test_evaluate_checks_its_settings_before_loading(settings, message, no_model_load):
+    from llm2comp.errors import LLM2CompError
+    from llm2comp.evaluation import evaluate
+
+    with pytest.raises(LLM2CompError) as error:
+        evaluate("any-model", "offline", **settings)
+    assert message in str(error.value)

@@ -126,6 +126,26 @@ def _check_model_reference(reference, pooling: str | None, trust_remote_code: bo
                           f"({error})") from error
 
 
+def _check_settings(*, batch_size, max_items, seed, overlap, long_texts, instructions) -> None:
+    """The plain settings of `evaluate`, checked before anything is read or loaded."""
+    from ..errors import InvalidType
+    from ..models.long_texts import check_long_texts
+
+    for key, value, minimum, optional in (("batch_size", batch_size, 1, False), ("max_items", max_items, 1, True),
+                                          ("seed", seed, 0, True), ("overlap", overlap, 0, True)):
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise InvalidSetting(f"{key} must be a whole number >= {minimum}" + (" or None" if optional else "")
+                                 + f", got {value!r}")
+    if long_texts is not None:
+        check_long_texts(long_texts)
+    if instructions is not None and not (isinstance(instructions, dict)
+                                         and all(isinstance(v, str) for v in instructions.values())):
+        raise InvalidType("instructions must be a dict of task name -> instruction text ('' = none), got "
+                          f"{type(instructions).__name__}")
+
+
 def _check_shared_tasks(other: dict, task_names: list[str], suite_name: str) -> None:
     """Refuse saved results that share no task with the suite: the comparison would compare nothing."""
     theirs = [record["task_name"] for record in other["tasks"]]
@@ -167,6 +187,8 @@ def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Pat
         overlap: tokens shared by consecutive windows (None: the model's `long_text_overlap`).
     """
     start, cpu_start = time.perf_counter(), time.process_time()
+    _check_settings(batch_size=batch_size, max_items=max_items, seed=seed, overlap=overlap, long_texts=long_texts,
+                    instructions=instructions)
     output_dir = Path(output_dir) if output_dir is not None else None
     mteb_tasks = suite_object = None
     if str(suite) in MTEB_SUITE_NAMES:
