@@ -45,7 +45,8 @@ def test_a_folder_never_grants_itself_trust(code_carrying_folder, capsys):
     folder, marker = code_carrying_folder
     with pytest.raises(UntrustedCode, match=r"backbone/config.json asks to run Python code.*trust_remote_code=True"):
         LLM2Comp.from_pretrained(folder)
-    for command in (["encode", "--input", str(folder / "llm2comp_config.json"), "--output", str(folder / "o.npy")],
+    (folder.parent / "in.txt").write_text("hello\n")
+    for command in (["encode", "--input", str(folder.parent / "in.txt"), "--output", str(folder.parent / "o.npy")],
                     ["search"], ["eval", "--max-items", "8"]):
         assert main([command[0], "--model", str(folder), *command[1:]]) == 2
         assert "--trust-remote-code" in capsys.readouterr().err

@@ -13,6 +13,7 @@ Every error names the offending index, so a bad row in a 100k-item list is found
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 
 from .errors import InvalidSetting, InvalidType
@@ -71,6 +72,31 @@ def normalize_inputs(texts, instruction: str | None = None) -> tuple[list[tuple[
             raise InvalidType(f"texts[{index}] must be a str or an (instruction, text) pair, "
                             f"got {type(item).__name__}")
     return items, False
+
+
+def check_instruction_template(template) -> str:
+    """A template holds the field `{text}` exactly once and `{instruction}` at most once, nothing else
+    (no positional `{0}`, other names, conversions or format specs); raises `InvalidSetting` if not."""
+    if not isinstance(template, str):
+        raise InvalidType(f"the instruction template must be a str, got {type(template).__name__}")
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as error:
+        raise InvalidSetting(f"instruction template {template!r} is not a valid format string: {error}") from None
+    names = [name for name, _, _ in fields]
+    odd = [name for name in names if name not in ("text", "instruction")]
+    if odd:
+        raise InvalidSetting(f"instruction template {template!r} has the field {{{odd[0]}}}; only {{instruction}} "
+                             "and {text} are allowed (write a literal brace as {{ or }})")
+    if names.count("text") != 1 or names.count("instruction") > 1:
+        raise InvalidSetting(f"instruction template {template!r} must hold {{text}} exactly once and {{instruction}} "
+                             f"at most once (found {names.count('text')} and {names.count('instruction')}), e.g. "
+                             f"{DEFAULT_INSTRUCTION_TEMPLATE!r}")
+    if any(spec or conversion for _, spec, conversion in fields):
+        raise InvalidSetting(f"instruction template {template!r}: write plain {{text}} and {{instruction}}, without "
+                             "conversions or format specs")
+    return template
 
 
 def apply_instruction(instruction: str | None, text: str, template: str = DEFAULT_INSTRUCTION_TEMPLATE) -> str:

@@ -163,8 +163,9 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remo
     refuse_untrusted_code(name_or_path, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    except ValueError as error:
-        raise _untrusted_hub_code(error, name_or_path) or error
+    except (ValueError, OSError, json.JSONDecodeError) as error:
+        untrusted = _untrusted_hub_code(error, name_or_path) if isinstance(error, ValueError) else None
+        raise untrusted or ModelLoadError(f"could not load the tokenizer of {name_or_path}: {error}") from error
 
 
 def load_causal_lm(

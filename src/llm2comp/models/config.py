@@ -1,13 +1,24 @@
-"""The small JSON config saved next to the weights of every LLM2Comp model folder."""
+"""The small JSON config saved next to the weights of every LLM2Comp model folder.
+
+`LLM2CompConfig.load` checks the file as strictly as training configs are checked: UTF-8 JSON
+holding an object, no unknown keys, every field of its type and in its range (`max_length: "64"`,
+`format_version: null`, `prompts: {"query": 5}` are refused, and so is a `long_text_overlap` >= the
+window when `long_texts` cuts texts into windows),
+the instruction template holding `{text}` exactly once and `{instruction}` at most once
+(`inputs.check_instruction_template`). Every error is a `CorruptFile` (unreadable) or `ConfigError`
+(a field) naming the file and the field. What needs the backbone or the tokenizer (`embedding_dim`
+against the hidden size, the exact window budget) is checked at load (`folder_checks.py`).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ..errors import CorruptFile
-from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
+from ..errors import ConfigError, CorruptFile, InvalidSetting, InvalidType
+from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE, check_instruction_template
 
 CONFIG_NAME = "llm2comp_config.json"
 # 1: the llm2comp files only. 2: also `prompts`, and the sentence-transformers files
@@ -40,22 +51,112 @@ class LLM2CompConfig:
 
     @classmethod
     def load(cls, folder: str | Path) -> LLM2CompConfig:
+        """The config of the model folder `folder`, checked field by field (module docstring)."""
         path = Path(folder) / CONFIG_NAME
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise CorruptFile(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(data, dict):
-            raise CorruptFile(f"{path}: expected a JSON object, got {type(data).__name__}")
-        if data.get("format_version", 0) > FORMAT_VERSION:
-            raise CorruptFile(f"{path} was written by a newer llm2comp (format {data['format_version']}); upgrade")
+        data = read_config_file(path)
         for name in _DROPPED_FIELDS:
             data.pop(name, None)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise CorruptFile(f"{path}: unknown fields {unknown}")
+            raise CorruptFile(f"{path}: unknown fields {unknown}; known: {sorted(known)}")
+        if "backbone" not in data:
+            raise ConfigError(f"{path}: field 'backbone' is missing (the backbone's Hub id or path)")
+        check_config_fields(data, path)
         return cls(**data)
+
+
+def read_config_file(path: Path) -> dict:
+    """The JSON object in `path`; `CorruptFile` naming it if it is not UTF-8 JSON holding an object."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CorruptFile(f"{path} is not UTF-8 text (byte {error.start}): not an llm2comp config") from None
+    except json.JSONDecodeError as error:
+        raise CorruptFile(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise CorruptFile(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_text(value) -> bool:
+    """A str that is valid Unicode (JSON escapes can carry lone surrogates such as \\ud800)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_adapter_path(value) -> bool:
+    """A folder inside the model folder: relative, no `..` (a config never points outside it)."""
+    return (_is_text(value) and bool(value) and not PurePosixPath(value).is_absolute() and "\\" not in value
+            and ".." not in PurePosixPath(value).parts and not re.match(r"^[A-Za-z]:", value))
+
+
+def _field_checks() -> dict:
+    """field -> (test, what it must be). Imported lazily: these modules import this one's package."""
+    from .attention import ATTENTION_MODES
+    from .long_texts import LONG_TEXT_MODES
+    from .pooling import POOLING_MODES
+
+    def optional_text(value):
+        return value is None or _is_text(value)
+
+    return {
+        "backbone": (lambda v: _is_text(v) and bool(v.strip()), "a non-empty string (Hub id, path or 'backbone')"),
+        "backbone_revision": (optional_text, "a string or null"),
+        "num_memory_tokens": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+        "pooling": (lambda v: v in POOLING_MODES, f"one of {list(POOLING_MODES)}"),
+        "attention": (lambda v: v in ATTENTION_MODES, f"one of {list(ATTENTION_MODES)}"),
+        "max_length": (lambda v: _is_int(v) and v >= 2, "a whole number >= 2"),
+        "long_texts": (lambda v: v in LONG_TEXT_MODES, f"one of {list(LONG_TEXT_MODES)}"),
+        "long_text_overlap": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+        "instruction_template": (_is_text, "a string"),
+        "embedding_dim": (lambda v: v is None or (_is_int(v) and v >= 1), "a whole number >= 1 or null"),
+        "adapters": (lambda v: isinstance(v, list) and all(_is_adapter_path(name) for name in v),
+                     "a list of folders inside the model folder (adapters/00, ...)"),
+        "prompts": (lambda v: isinstance(v, dict) and all(_is_text(k) and _is_text(t) for k, t in v.items()),
+                    "an object mapping prompt names to instruction strings"),
+        "input_embeddings": (lambda v: isinstance(v, bool), "true or false"),
+        "backbone_note": (optional_text, "a string or null"),
+        "format_version": (lambda v: _is_int(v) and 1 <= v, f"a whole number in [1, {FORMAT_VERSION}]"),
+    }
+
+
+def check_config_fields(data: dict, path: Path) -> None:
+    """Raise `ConfigError` naming `path` and the field for the first value that cannot be used."""
+    from .pooling import check_pooling
+    from .st_files import check_prompts
+
+    if _is_int(data.get("format_version")) and data["format_version"] > FORMAT_VERSION:
+        raise CorruptFile(f"{path} was written by a newer llm2comp (format {data['format_version']}); upgrade")
+    for name, (holds, expected) in _field_checks().items():
+        if name in data and not holds(data[name]):
+            raise ConfigError(f"{path}: field {name!r} must be {expected}, got {data[name]!r}")
+    values = {**{name: spec.default for name, spec in LLM2CompConfig.__dataclass_fields__.items()
+                 if name not in ("adapters", "prompts")}, **data}
+    for name, check in (("instruction_template", lambda: check_instruction_template(values[name])),
+                        ("pooling", lambda: check_pooling(values[name], values["num_memory_tokens"]))):
+        try:
+            check()
+        except (InvalidSetting, InvalidType) as error:
+            raise ConfigError(f"{path}: field {name!r}: {error}") from None
+    check_prompts(values.get("prompts", {}), f"{path}: field 'prompts'")
+    room = values["max_length"] - values["num_memory_tokens"] - 1  # BOS, when the tokenizer has one
+    if room < 1:
+        raise ConfigError(f"{path}: field 'max_length' ({values['max_length']}) leaves no room for text next to "
+                          f"BOS and {values['num_memory_tokens']} memory tokens")
+    if values["long_texts"] != "truncate" and values["long_text_overlap"] >= room + 1:  # windows are used
+        raise ConfigError(f"{path}: field 'long_text_overlap' ({values['long_text_overlap']}) must be smaller "
+                          f"than a window's text budget (max_length {values['max_length']} minus BOS and "
+                          f"{values['num_memory_tokens']} memory tokens)")
 
 
 def is_llm2comp_folder(path) -> bool:

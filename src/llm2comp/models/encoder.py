@@ -25,6 +25,7 @@ from .backbone import body_of, load_causal_lm
 from .config import LLM2CompConfig, is_llm2comp_folder
 from .default_model import DEFAULT_MODEL_NAME, backbone_note
 from .encoding import encode_items
+from .folder_checks import check_folder_after_load, check_folder_before_load
 from .long_texts import WindowEmbeddings, check_long_texts, encode_long_items, encode_windows
 from .lora import LoraSettings, add_lora
 from .maxsim import check_widths, dense_embeddings, is_multivector, maxsim
@@ -76,12 +77,17 @@ class LLM2Comp(nn.Module):
         its config; `dtype`, `device`, `attn_implementation`, the long-text defaults (`long_texts`,
         `long_text_overlap`; None keeps the config's) and backbone config overrides still apply.
         `trust_remote_code=True` lets a backbone run Python code it ships; no file can ask for it.
+        A folder's files are checked before the backbone's weights load (`config.py`, `folder_checks.py`):
+        a wrong field, tokenizer, adapter or backbone is named, never left to a raw error.
         """
         load_args = dict(dtype=dtype, device=device, attn_implementation=attn_implementation,
                          **config_overrides)
         if is_llm2comp_folder(name_or_path):
+            check_folder_before_load(name_or_path, LLM2CompConfig.load(name_or_path),
+                                     trust_remote_code=trust_remote_code)
             model = saving.load_model(cls, name_or_path, trust_remote_code=trust_remote_code, **load_args)
             model.trust_remote_code = trust_remote_code
+            check_folder_after_load(model, name_or_path)
             return model.set_long_texts(long_texts, long_text_overlap)
         causal_lm, tokenizer, resolved = load_causal_lm(name_or_path, revision=revision,
                                                         trust_remote_code=trust_remote_code, **load_args)
