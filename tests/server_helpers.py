@@ -11,17 +11,19 @@ import time
 
 
 class RunningServer:
-    """`create_app(...)` served by uvicorn in a thread, on a loopback socket bound to a free port."""
+    """`create_app(...)` served by uvicorn in a thread, on a loopback socket bound to a free port, with
+    the server's own uvicorn settings (`uvicorn_config`; `overrides` replace some)."""
 
-    def __init__(self, app):
-        import uvicorn
+    def __init__(self, app, **overrides):
+        from llm2comp.server.app import create_server, uvicorn_config
 
         self.app = app
         self.socket = socket.socket()
         self.socket.bind(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=20))
+        options = {"log_level": "warning", "timeout_graceful_shutdown": 20, **overrides}
+        self.server = create_server(app, uvicorn_config(app, app.state.llm2comp.settings, **options))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> RunningServer:

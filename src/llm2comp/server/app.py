@@ -4,9 +4,12 @@ Life of a server:
     start     the port opens at once; the model loads on a background thread (GET /health: 503
               "loading", then 200); a load failure is reported by /health and `on_fatal` (the CLI
               then stops and exits with status 2)
-    serve     routes.py; middlewares, outermost first: request metrics, API key, body size cap
-    stop      (SIGTERM / SIGINT, handled by uvicorn) no new connections; in-flight requests finish
-              (up to --graceful-timeout); then the batcher drains its queue and its thread ends
+    serve     routes.py; middlewares, outermost first: request metrics, shutdown answer, API key,
+              body size cap; uvicorn's connection limits from `uvicorn_config`
+    stop      (SIGTERM / SIGINT, handled by `EmbeddingServer`, uvicorn's server) /health says
+              "stopping" at once and new /v1/embeddings requests get 503; no new connections;
+              in-flight requests finish (up to --graceful-timeout; past it they get a 503); then the
+              batcher drains its queue and its thread ends
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import install_error_handlers
 from .metrics import Metrics
-from .middleware import ApiKeyAuth, BodySizeLimit, RequestMetrics
+from .middleware import ApiKeyAuth, BodySizeLimit, RequestMetrics, ShutdownAnswer
 from .routes import router
 from .service import EmbeddingService
 from .settings import ServerSettings
@@ -32,9 +35,11 @@ log = logging.getLogger("llm2comp.server")
 
 
 def load_model(settings: ServerSettings):
-    from ..models.encoder import LLM2Comp
+    """The model, loaded as `encode`, `eval` and `search` load it (same flags)."""
+    from ..models import loading
 
-    return LLM2Comp.from_pretrained(settings.model, dtype=settings.dtype, device=settings.device)
+    return loading.load_for_use(settings.model, settings.pooling, dtype=settings.dtype, device=settings.device,
+                                trust_remote_code=settings.trust_remote_code)
 
 
 class ServerState:
@@ -89,8 +94,11 @@ def create_app(settings: ServerSettings, *, model=None, loader: Callable[[Server
         if state.service is not None:
             await run_in_threadpool(state.service.stop)
 
+    docs = settings.enable_docs  # off by default: the schema is no business of anonymous callers
     app = FastAPI(title="llm2comp embeddings", version="1", lifespan=lifespan,
-                  summary="OpenAI-compatible embeddings from an LLM2Comp model")
+                  summary="OpenAI-compatible embeddings from an LLM2Comp model",
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.state.llm2comp = state
     install_error_handlers(app)
     app.include_router(router)
@@ -98,5 +106,38 @@ def create_app(settings: ServerSettings, *, model=None, loader: Callable[[Server
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     if state.api_key is not None:
         app.add_middleware(ApiKeyAuth, key=state.api_key)
+    app.add_middleware(ShutdownAnswer)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings, log_level: str = "info", **overrides):
+    """uvicorn's settings for `app`: where to listen, and what bounds connections.
+
+    Bounded: open connections (`limit_concurrency`: past --max-connections a new request gets 503),
+    the size of a request line + headers (`h11_max_incomplete_event_size`: --max-header-bytes), idle
+    keep-alive connections (`timeout_keep_alive`: --keep-alive-timeout), the body
+    (--max-request-bytes, middleware.BodySizeLimit) and shutdown (`timeout_graceful_shutdown`).
+    Not bounded by uvicorn: how long a client may take to send its headers (no header timeout), and
+    connections that have not finished their headers count toward the cap only once they do; put a
+    proxy with a header timeout in front of a server that untrusted clients reach (docs/serving.md).
+    """
+    import uvicorn
+
+    options = dict(host=settings.host, port=settings.port, log_level=log_level, http="h11",
+                   timeout_graceful_shutdown=settings.graceful_timeout_s, limit_concurrency=settings.max_connections,
+                   timeout_keep_alive=settings.keep_alive_timeout,
+                   h11_max_incomplete_event_size=settings.max_header_bytes)
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
+def create_server(app: FastAPI, config):
+    """uvicorn's server for `app`, which tells the app it is stopping as soon as a signal arrives."""
+    import uvicorn
+
+    class EmbeddingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.llm2comp.stopping = True  # /health: 503 "stopping"; new embeddings: 503
+            super().handle_exit(sig, frame)
+
+    return EmbeddingServer(config)

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .schemas import ErrorBody, ErrorDetail
+from .schemas import INPUT_TYPES, ErrorBody, ErrorDetail
 
 INVALID_REQUEST = "invalid_request_error"
 
@@ -26,11 +26,10 @@ class APIError(Exception):
 
 def error_response(status: int, message: str, *, type: str = INVALID_REQUEST, param: str | None = None,
                    code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The OpenAI-shaped answer; a lone surrogate echoed from the request is written as `\\udXXX`."""
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     body = ErrorBody(error=ErrorDetail(message=message, type=type, param=param, code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-INPUT_TYPES = "a string, an array of strings, an array of token ids, or an array of token-id arrays"
 
 
 def _field(error: dict) -> str | None:
@@ -70,7 +69,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+        code = {400: "invalid_value", 404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
         return error_response(error.status_code, str(error.detail), code=code, headers=error.headers)
 
     @app.exception_handler(Exception)

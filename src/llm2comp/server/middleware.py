@@ -1,8 +1,14 @@
-"""ASGI middlewares: the API key check, a cap on request body size, request counting for /metrics.
+"""ASGI middlewares: the API key check, a cap on request body size, request counting for /metrics,
+and an OpenAI-shaped 503 for requests that shutdown cuts short.
 
 The key check runs first, before a byte of the body is read: `Authorization: Bearer KEY` on every
-path under /v1/, compared in constant time (`hmac.compare_digest`). /health and /metrics stay open
-(probes and scrapers); keep them off the public network.
+path under /v1/ (and /docs, /redoc, /openapi.json when --enable-docs turns them on), compared in
+constant time (`hmac.compare_digest`). /health and /metrics stay open (probes and scrapers); keep
+them off the public network.
+
+When shutdown outlasts --graceful-timeout, uvicorn cancels the requests still running; without
+`ShutdownAnswer` their clients would get uvicorn's plain-text 500 and the log a CancelledError
+traceback. They get a 503 `server_overloaded` with `Retry-After: 1` instead (retry elsewhere).
 
 The body cap reads a request's body before the app sees it: a declared `Content-Length` over the
 cap is refused before a byte is read, and a chunked body is refused as soon as it passes the cap,
@@ -11,6 +17,7 @@ so an oversized request never costs more than the cap in memory.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 
@@ -20,12 +27,15 @@ from .metrics import Metrics
 TIMED_PATH = "/v1/embeddings"
 
 
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+
 class ApiKeyAuth:
-    def __init__(self, app, key: str, protected_prefix: str = "/v1/"):
-        self.app, self.key, self.prefix = app, key.encode(), protected_prefix
+    def __init__(self, app, key: str, protected_prefix: str = "/v1/", protected_paths: tuple[str, ...] = DOCS_PATHS):
+        self.app, self.key, self.prefix, self.paths = app, key.encode(), protected_prefix, protected_paths
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+        if scope["type"] == "http" and (scope["path"].startswith(self.prefix) or scope["path"] in self.paths):
             header = dict(scope["headers"]).get(b"authorization", b"")
             scheme, _, given = header.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.key):
@@ -97,3 +107,31 @@ class RequestMetrics:
             self.metrics.inc("requests_total", endpoint=endpoint, status=str(status))
             if path == TIMED_PATH:
                 self.metrics.observe("request_seconds", time.perf_counter() - started)
+
+
+class ShutdownAnswer:
+    """A request cancelled by shutdown (past --graceful-timeout) is answered 503 + Retry-After, not 500."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except asyncio.CancelledError:
+            if started:  # half an answer went out; the connection closes
+                return
+            response = error_response(503, "the server is shutting down and stopped this request (past "
+                                      "--graceful-timeout); retry", type="server_error", code="server_overloaded",
+                                      headers={"Retry-After": "1", "Connection": "close"})
+            await response(scope, receive, send)

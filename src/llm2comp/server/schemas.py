@@ -1,4 +1,4 @@
-"""Request and response bodies, in the shape of OpenAI's embeddings API (plus two extension fields).
+"""Request and response bodies, in the shape of OpenAI's embeddings API (plus extension fields).
 
     POST /v1/embeddings
       input            str | list[str] | list[int] | list[list[int]]   (token ids: the model's tokenizer)
@@ -9,28 +9,92 @@
       input_type       "query" | "document"   (extension: the query/document rule)
       instruction      the query's instruction, applied as "{instruction}: {text}" (extension)
       long_texts       "truncate" | "segments" (extension: inputs beyond the model's max_length)
+      overlap          tokens shared by consecutive windows with "segments" (extension)
+
+Types are strict, as JSON has them: `true` is not 1, `3.0` and `"3"` are not 3, `[true, false]`
+and `[1.0, 2.0]` are not token ids (a 400 each). `input` is checked by `check_input` (one pass
+over the values, naming the first bad `input[i]`) rather than by a pydantic union, whose failed
+branches would build one error per element of a million-id list.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, WithJsonSchema
 
 SERVED_LONG_TEXT_MODES = ("truncate", "segments")  # `multivector` has no one-vector-per-input shape
+INPUT_TYPES = "a string, an array of strings, an array of token ids, or an array of token-id arrays"
+INPUT_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
+                          {"type": "array", "items": {"type": "integer"}},
+                          {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}]}
+
+
+class InputTypeError(ValueError):
+    """`input` is not one of the four shapes; the message names the first bad item."""
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    input: str | list[str] | list[int] | list[list[int]]
-    model: str
+    input: Annotated[Any, WithJsonSchema(INPUT_SCHEMA)]
+    model: StrictStr
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = None
+    dimensions: StrictInt | None = Field(default=None, ge=1)
+    user: StrictStr | None = None
     input_type: Literal["query", "document"] | None = None
-    instruction: str | None = None
+    instruction: StrictStr | None = None
     long_texts: Literal["truncate", "segments"] | None = None
+    overlap: StrictInt | None = Field(default=None, ge=0)
+
+
+def _is_int(value) -> bool:
+    return type(value) is int  # bool is a subclass of int; JSON's true is not a token id
+
+
+def check_input(value) -> list[str] | list[list[int]]:
+    """The request's `input` as a list of texts or of token-id rows; InputTypeError otherwise."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise InputTypeError(f"'input' must be {INPUT_TYPES}; got a JSON {_json_type(value)}")
+    if not value:
+        return []
+    first = value[0]
+    if isinstance(first, str):
+        bad = next((i for i, item in enumerate(value) if type(item) is not str), None)
+        _refuse(bad, value, "a string (the array holds strings)")
+        return value
+    if _is_int(first):
+        if all(_is_int(item) for item in value):
+            return [value]
+        bad = next(i for i, item in enumerate(value) if not _is_int(item))
+        _refuse(bad, value, "an integer token id (the array holds token ids)")
+    if isinstance(first, list):
+        for index, row in enumerate(value):
+            if not isinstance(row, list):
+                _refuse(index, value, "an array of token ids (the array holds token-id arrays)")
+            if not all(_is_int(item) for item in row):
+                inner = next(i for i, item in enumerate(row) if not _is_int(item))
+                raise InputTypeError(f"input[{index}][{inner}] must be an integer token id, got a JSON "
+                                     f"{_json_type(row[inner])}")
+        return value
+    raise InputTypeError(f"'input' must be {INPUT_TYPES}; input[0] is a JSON {_json_type(first)}")
+
+
+def _refuse(index: int | None, value: list, wanted: str) -> None:
+    if index is not None:
+        raise InputTypeError(f"input[{index}] must be {wanted}, got a JSON {_json_type(value[index])}")
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 class Embedding(BaseModel):

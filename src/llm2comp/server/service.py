@@ -1,19 +1,32 @@
-"""What `POST /v1/embeddings` does with a valid body: check it against the limits, tokenize (off the
+"""What `POST /v1/embeddings` does with a parsed body: check it against the limits, tokenize (off the
 event loop), queue the rows for the batcher, and shape the vectors as the client asked.
 
     text     -> "{instruction}: {text}" for queries (the model's template), as `encode` builds it
-             -> token ids without special tokens
+             -> cut by characters to a bound no kept token can lie beyond (below), so a huge text
+                costs the tokenizer a few kB, not megabytes
+             -> token ids without special tokens (a pool of tokenizer copies, one per concurrent call:
+                no global lock held for one request's work)
     long     -> truncate: cut to `max_input_tokens` (or 413 with --no-truncate)
                 segments: windows of the model's text budget, each a row; the text's vector is the
-                token-weighted mean of its windows' (models/long_texts.py), as `encode` computes it
+                token-weighted mean of its windows' (models/long_texts.py), as `encode` computes it;
+                an explicit --max-input-tokens bounds the whole text here too
     vectors  -> unit length (unless --no-normalize) -> `dimensions`: first n, renormalised
              -> float list, or base64 of little-endian float32
+
+The character bound: one token never covers more characters than the longest entry of the
+vocabulary (doubled for normalizers that merge characters), so a text of more than
+(L + margin) x that many characters has more than L + margin tokens, and its first L tokens are
+those of its first (L + margin) x that many characters (the cut falls `margin` tokens past the
+last token kept). L is the limit of the mode: `max_input_tokens` for truncate (or an explicit
+--max-input-tokens), and for segments the tokens that the windows the queue can hold cover.
 """
 
 from __future__ import annotations
 
 import base64
-import threading
+import copy
+import os
+import queue
 import time
 
 import torch
@@ -29,6 +42,52 @@ from .schemas import SERVED_LONG_TEXT_MODES, EmbeddingRequest
 from .settings import ServerSettings
 
 OVERLOADED = dict(type="server_error", code="server_overloaded")
+MARGIN_TOKENS = 16  # tokens past the last one kept where a character cut may fall
+MIN_CHARS_PER_TOKEN = 8
+
+
+def longest_token_chars(tokenizer) -> int:
+    """Characters of the longest vocabulary entry (added tokens included); what one token can cover."""
+    try:
+        return max(len(token) for token in tokenizer.get_vocab())
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        return 256
+
+
+class TokenizerPool:
+    """Copies of one tokenizer, each used by one call at a time: concurrent requests tokenize in
+    parallel (fast tokenizers release the GIL), and a long request holds one copy, not all of them."""
+
+    def __init__(self, tokenizers: list):
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for tokenizer in tokenizers:
+            self._free.put(tokenizer)
+        self.size = len(tokenizers)
+
+    @classmethod
+    def of(cls, tokenizer, size: int) -> TokenizerPool:
+        tokenizers = [tokenizer]
+        for _ in range(size - 1):
+            try:
+                tokenizers.append(copy.deepcopy(tokenizer))
+            except Exception:  # a tokenizer that cannot be copied: fewer copies, still one call each
+                break
+        return cls(tokenizers)
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        tokenizer = self._free.get()
+        try:
+            return tokenizer(texts, add_special_tokens=False)["input_ids"]
+        finally:
+            self._free.put(tokenizer)
+
+
+def _surrogate_at(text: str) -> int | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
 
 
 class EmbeddingService:
@@ -51,7 +110,8 @@ class EmbeddingService:
                              f"pass --long-texts {' or '.join(SERVED_LONG_TEXT_MODES)}")
         self.overlap = model.config.long_text_overlap  # checked against the window when segments are asked for
         self.vocab_size = len(model.tokenizer)
-        self._tokenizer_lock = threading.Lock()  # one tokenizer object, called from a thread pool
+        self.chars_per_token = max(MIN_CHARS_PER_TOKEN, 2 * longest_token_chars(model.tokenizer))
+        self.tokenizers = TokenizerPool.of(model.tokenizer, min(4, os.cpu_count() or 1))
         self.dimension = model.hidden_size
         self.batcher = DynamicBatcher(lambda rows: forward_pass(model, rows), row_overhead=prefix +
                                       model.num_memory_tokens, max_batch_tokens=settings.max_batch_tokens,
@@ -66,18 +126,22 @@ class EmbeddingService:
         self.batcher.stop(self.settings.graceful_timeout_s)
 
     # ------------------------------------------------------------------ request handling
-    async def create(self, request: EmbeddingRequest) -> dict:
+    async def create(self, request: EmbeddingRequest, inputs: list) -> dict:
+        """The answer to a parsed request; `inputs`: its texts or token-id rows (`schemas.check_input`)."""
         if request.model != self.name:
-            raise APIError(404, f"The model '{request.model}' does not exist; this server serves '{self.name}'",
+            raise APIError(404, f"The model {request.model!r} does not exist; this server serves {self.name!r}",
                            param="model", code="model_not_found")
         if request.dimensions is not None and request.dimensions > self.dimension:
             raise APIError(400, f"dimensions {request.dimensions} exceeds the model's {self.dimension}",
                            param="dimensions", code="invalid_value")
-        rows = await self._token_rows(request)
-        if (request.long_texts or self.long_texts) == "segments":
-            vectors = await self._embed_segments(rows)
+        mode = request.long_texts or self.long_texts
+        overlap = self._overlap(request, mode)
+        rows = await self._token_rows(request, inputs, mode, overlap)
+        if mode == "segments":
+            rows = self._apply_token_limit(rows, self.settings.max_input_tokens)
+            vectors = await self._embed_segments(rows, overlap)
         else:
-            rows = self._apply_token_limit(rows)
+            rows = self._apply_token_limit(rows, self.max_input_tokens)
             vectors = await self._queue(rows)
         tokens = sum(len(row) for row in rows)
         self.metrics.inc("inputs_total", len(rows))
@@ -85,10 +149,21 @@ class EmbeddingService:
         return {"object": "list", "data": self._shape(vectors, request), "model": self.name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-    async def _token_rows(self, request: EmbeddingRequest) -> list[list[int]]:
-        """The request's inputs as token ids (instruction applied to text), checked against the limits."""
-        inputs = [request.input] if isinstance(request.input, str) or _is_token_row(request.input) \
-            else list(request.input)
+    def text_token_limit(self, mode: str, overlap: int) -> int:
+        """The most tokens a text may bring in `mode` (module docstring: L)."""
+        if mode != "segments":
+            return self.max_input_tokens
+        if self.settings.max_input_tokens is not None:
+            return self.settings.max_input_tokens
+        return self.window_tokens + (self.settings.max_queue_inputs - 1) * (self.window_tokens - overlap)
+
+    def char_bound(self, mode: str, overlap: int) -> int:
+        """Characters of a text that can hold its first `text_token_limit` tokens (module docstring)."""
+        return (self.text_token_limit(mode, overlap) + MARGIN_TOKENS) * self.chars_per_token
+
+    async def _token_rows(self, request: EmbeddingRequest, inputs: list, mode: str, overlap: int) -> list[list[int]]:
+        """The request's inputs as token ids (instruction applied to text), checked against the limits;
+        the checks and the tokenizer run on a worker thread."""
         if not inputs:
             raise APIError(400, "input must not be empty", param="input", code="invalid_value")
         if len(inputs) > self.settings.max_inputs_per_request:
@@ -96,15 +171,46 @@ class EmbeddingService:
                            "per request", param="input", code="too_many_inputs")
         instruction = self._instruction(request)
         if isinstance(inputs[0], str):
-            for index, text in enumerate(inputs):
-                if not text.strip():
-                    raise APIError(400, f"input[{index}] is empty or whitespace only", param="input",
-                                   code="invalid_value")
-            return await run_in_threadpool(self._tokenize, inputs, instruction)
+            return await run_in_threadpool(self._tokenize, inputs, instruction, mode, overlap)
         if instruction:
             raise APIError(400, "token-id input cannot take an instruction (the template applies to text); "
                            "send text, or drop instruction/input_type", param="instruction", code="invalid_value")
-        return [self._check_ids(row, index) for index, row in enumerate(inputs)]
+        return await run_in_threadpool(self._check_id_rows, inputs)
+
+    def _check_texts(self, texts: list[str]) -> None:
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise APIError(400, f"input[{index}] is empty or whitespace only", param="input",
+                               code="invalid_value")
+            at = _surrogate_at(text)
+            if at is not None:
+                raise APIError(400, f"input[{index}] is not valid Unicode: character {at} is a lone surrogate "
+                               f"({text[at]!r}); send well-formed UTF-16 escapes or UTF-8 text", param="input",
+                               code="invalid_value")
+
+    def _tokenize(self, texts: list[str], instruction: str | None, mode: str, overlap: int) -> list[list[int]]:
+        self._check_texts(texts)
+        full = apply_instructions(self.model, [(instruction, text) for text in texts])
+        bound = self.char_bound(mode, overlap)
+        may_cut = self.settings.truncate and (mode != "segments" or self.settings.max_input_tokens is not None)
+        for index, text in enumerate(full):
+            if len(text) > bound:
+                if not may_cut:
+                    self._too_long(index, f"more than {self.text_token_limit(mode, overlap)}", mode)
+                full[index] = text[:bound]  # still more tokens than the limit: cut below, as encode cuts
+        return self.tokenizers(full)
+
+    def _too_long(self, index: int, tokens: str, mode: str) -> None:
+        if mode == "segments" and self.settings.max_input_tokens is None:
+            raise APIError(413, f"input[{index}] has {tokens} tokens, more than the windows the queue holds "
+                           f"(--max-queue-inputs {self.settings.max_queue_inputs}) can cover", param="input",
+                           code="input_too_long")
+        limit = self.settings.max_input_tokens if mode == "segments" else self.max_input_tokens
+        raise APIError(413, f"input[{index}] has {tokens} tokens; the limit is {limit} (the server runs with "
+                       "--no-truncate)", param="input", code="input_too_long")
+
+    def _check_id_rows(self, rows: list[list[int]]) -> list[list[int]]:
+        return [self._check_ids(row, index) for index, row in enumerate(rows)]
 
     async def _queue(self, rows: list[list[int]]) -> torch.Tensor:
         try:
@@ -115,14 +221,26 @@ class EmbeddingService:
         except ShuttingDown as error:
             raise APIError(503, str(error), headers={"Retry-After": "1"}, **OVERLOADED) from None
 
-    async def _embed_segments(self, rows: list[list[int]]) -> torch.Tensor:
+    def _overlap(self, request: EmbeddingRequest, mode: str) -> int:
+        """The window overlap for `segments`, checked against the window (the message speaks in request fields)."""
+        if mode != "segments":
+            if request.overlap is not None:
+                raise APIError(400, "'overlap' applies to long_texts 'segments' only", param="overlap",
+                               code="invalid_value")
+            return 0
+        overlap = self.overlap if request.overlap is None else request.overlap
+        if not isinstance(overlap, int) or not 0 <= overlap < self.window_tokens:
+            where = "'overlap'" if request.overlap is not None else f"the model's long_text_overlap ({overlap!r})"
+            raise APIError(400, f"{where} must be in [0, {self.window_tokens}) for long_texts 'segments' (a window "
+                           f"holds {self.window_tokens} text tokens); send 'overlap' between 0 and "
+                           f"{self.window_tokens - 1}, or long_texts 'truncate'", param="overlap",
+                           code="invalid_value")
+        return overlap
+
+    async def _embed_segments(self, rows: list[list[int]], overlap: int) -> torch.Tensor:
         """Every input cut into windows (`long_texts.plan_windows`), all windows queued as rows, then per
         input the token-weighted mean of its windows' raw vectors."""
-        try:
-            windows, owner, weights = window_rows(rows, self.window_tokens, self.overlap)
-        except ValueError as error:
-            raise APIError(400, f"long_texts 'segments' is not available for this model: {error}",
-                           param="long_texts", code="invalid_value") from None
+        windows, owner, weights = window_rows(rows, self.window_tokens, overlap)  # overlap checked above
         if len(windows) > self.settings.max_queue_inputs:
             raise APIError(413, f"the inputs make {len(windows)} windows of {self.window_tokens} tokens; the "
                            f"queue holds at most {self.settings.max_queue_inputs}", param="input",
@@ -133,6 +251,9 @@ class EmbeddingService:
         """Queries take `instruction`, or the model's saved query prompt; documents never take one."""
         if request.instruction is not None and not request.instruction.strip():
             raise APIError(400, "instruction is empty", param="instruction", code="invalid_value")
+        if request.instruction is not None and _surrogate_at(request.instruction) is not None:
+            raise APIError(400, "instruction is not valid Unicode: it holds a lone surrogate", param="instruction",
+                           code="invalid_value")
         if request.input_type == "document":
             if request.instruction:
                 raise APIError(400, "documents take no instruction; instructions go on queries only",
@@ -144,22 +265,19 @@ class EmbeddingService:
             return self.model.config.prompts.get("query") or None
         return None
 
-    def _tokenize(self, texts: list[str], instruction: str | None) -> list[list[int]]:
-        full = apply_instructions(self.model, [(instruction, text) for text in texts])
-        with self._tokenizer_lock:
-            return self.model.tokenizer(full, add_special_tokens=False)["input_ids"]
-
     def _check_ids(self, row: list[int], index: int) -> list[int]:
         if not row:
             raise APIError(400, f"input[{index}] is an empty token list", param="input", code="invalid_value")
-        bad = next((token for token in row if not 0 <= token < self.vocab_size), None)
-        if bad is not None:
+        if min(row) < 0 or max(row) >= self.vocab_size:  # C loops; the slow search only on failure
+            bad = next(token for token in row if not 0 <= token < self.vocab_size)
             raise APIError(400, f"input[{index}] holds token id {bad}, outside the vocabulary [0, "
                            f"{self.vocab_size})", param="input", code="invalid_value")
         return row
 
-    def _apply_token_limit(self, rows: list[list[int]]) -> list[list[int]]:
-        limit = self.max_input_tokens
+    def _apply_token_limit(self, rows: list[list[int]], limit: int | None) -> list[list[int]]:
+        """Cut every row to `limit` tokens (None: no limit), or 413 with --no-truncate."""
+        if limit is None:
+            return rows
         long = [index for index, row in enumerate(rows) if len(row) > limit]
         if not long:
             return rows
@@ -182,7 +300,3 @@ class EmbeddingService:
         else:
             values = array.tolist()
         return [{"object": "embedding", "index": index, "embedding": value} for index, value in enumerate(values)]
-
-
-def _is_token_row(value) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, int) for item in value)

@@ -32,9 +32,18 @@ class ServerSettings:
     normalize: bool = True  # unit-length vectors, as OpenAI's
     api_key_env: str | None = None  # name of the environment variable holding the API key
     graceful_timeout_s: float = 30.0  # how long shutdown waits for in-flight requests
+    # loading (the loader encode, eval and search use: models/loading.py)
+    pooling: str | None = None  # for a plain backbone: memory_mean (default), mean or last
+    trust_remote_code: bool = False
+    # connections (uvicorn's own limits: app.uvicorn_config)
+    max_connections: int = 1024  # open connections; a request beyond it gets 503
+    keep_alive_timeout: int = 5  # an idle keep-alive connection is closed after this many seconds
+    max_header_bytes: int = 16 * 1024  # request line + headers; more is refused
+    enable_docs: bool = False  # /docs, /redoc, /openapi.json (behind the API key when one is set)
 
     def __post_init__(self) -> None:
-        positive = ("max_batch_tokens", "max_queue_inputs", "max_inputs_per_request", "max_request_bytes")
+        positive = ("max_batch_tokens", "max_queue_inputs", "max_inputs_per_request", "max_request_bytes",
+                    "max_connections", "keep_alive_timeout", "max_header_bytes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise InvalidSetting(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -52,7 +61,13 @@ class ServerSettings:
 
     @property
     def model_name(self) -> str:
-        return self.served_model_name or Path(str(self.model).rstrip("/")).name
+        """`--served-model-name`, else the model folder's own name (`.` and `../x/` resolved), else the id."""
+        if self.served_model_name:
+            return self.served_model_name
+        path = Path(str(self.model))
+        if path.exists():
+            return path.resolve().name or str(self.model)
+        return Path(str(self.model).rstrip("/")).name or str(self.model)
 
     def api_key(self) -> str | None:
         """The key clients must send as `Authorization: Bearer KEY`, or None (no key required)."""
