@@ -239,8 +239,7 @@ def load_encoder(cfg: StageConfig, *, trust_remote_code: bool = False, **config_
     if model.memory is not None:  # none for MNTP (and the models it trains)
         model.memory.weight.requires_grad_(True)
     if cfg.train_input_embeddings:
-        model.model.get_input_embeddings().weight.requires_grad_(True)
-        model.config.input_embeddings = True  # saved with the model (input_embeddings.safetensors)
+        model.train_input_embeddings()  # saved with the model; a tied LM head keeps a frozen copy
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)  # recomputes with the adapter state of the forward (stage 1)
     return model
