@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from ..atomic import atomic_directory, check_not_working_folder
 from ..errors import CorruptFile, MissingFile, OutputError
 from ..tensor_files import check_tensor_file, check_tensor_files, read_tensors
-from .backbone import load_causal_lm, load_tokenizer
+from .backbone import load_causal_lm, load_tokenizer, untie_output_embeddings
 from .config import CONFIG_NAME, FORMAT_VERSION, LLM2CompConfig, is_llm2comp_folder
 from .memory import MemoryTokens
 from .st_files import MODULE_CONFIG_NAME, MODULES_NAME, ST_CONFIG_NAME, write_st_files
@@ -202,6 +202,7 @@ def load_model(cls, path, *, trust_remote_code: bool = False, **load_args):
         records.append(AdapterRecord.capture(peft_model))
         causal_lm = peft_model.merge_and_unload()
     if config.input_embeddings:
+        untie_output_embeddings(causal_lm)  # only the input table was trained: a tied LM head stays the backbone's
         table = causal_lm.get_input_embeddings().weight
         with torch.no_grad():
             table.copy_(_tensor(path / INPUT_EMBEDDINGS_FILE, "weight", tuple(table.shape)))
