@@ -11,7 +11,8 @@ pid that is not alive: it is taken over, under a short-lived `llm2comp.lock.take
 two runs never both take it. A lock naming another host cannot be checked from here: it is
 refused, and the message says to delete it if no run is using the folder. In a multi-process run
 only the main process (RANK 0) holds it. A process may take the lock it already holds again (a
-stage inside a pipeline inside a command): it is released when the outermost holder ends.
+stage inside a pipeline inside a command): it is released when the outermost holder ends. A
+folder that taking the lock created is removed again if the run left it empty.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LOCK_NAME = "llm2comp.lock"
 _GUARD_SUFFIX = ".takeover"
 _GUARD_STALE_S = 60.0  # a takeover takes milliseconds; a guard this old was left by a killed process
 _held: dict[str, int] = {}  # lock path -> how many times this process holds it
+_created: dict[str, list[Path]] = {}  # lock path -> the folders taking it created, deepest first
 
 
 def _alive(pid: int) -> bool:
@@ -104,6 +106,8 @@ def acquire(folder: str | os.PathLike) -> Path:
         _held[str(path)] += 1
         return path
     ensure_writable_dir(folder, "output_dir")  # a file there, or a read-only place: named before anything is made
+    missing = [folder, *folder.parents]
+    missing = missing[:next(i for i, path in enumerate(missing) if path.exists())]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -131,6 +135,7 @@ def acquire(folder: str | os.PathLike) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         _held[str(path)] = 1
+        _created[str(path)] = missing
         return path
     raise OutputInUse(f"could not take the lock {path}: other runs keep taking it; choose another output_dir")
 
@@ -146,6 +151,11 @@ def release(path: Path) -> None:
         holder = _holder(path)
         if holder is not None and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
             path.unlink()
+    for folder in _created.pop(key, []):  # a run that wrote nothing leaves nothing, not even its folder
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def is_main_process() -> bool:
