@@ -1,5 +1,6 @@
 """Stage 1: the compression objectives on one copy of the weights."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,3 +104,77 @@ def test_separate_frozen_decoder_gives_the_same_loss_as_one_copy(encoder, tiny_l
     torch.testing.assert_close(one_copy, two_copy, atol=1e-6, rtol=1e-6)
     assert not any(name.startswith("decoder") for name, _ in CompressionObjective(encoder, decoder=decoder)
                    .named_parameters())
+
+
+def _teacher_and_frozen_logits(objective, examples):
+    with torch.no_grad(), objective.encoder.frozen() as lm:
+        teacher = objective._teacher_outputs(lm, examples, context_mean=False)["logits"]
+        return teacher, lm(input_ids=torch.tensor([IDS[0][:20]])).logits
+
+
+@pytest.fixture
+def trained_table(tiny_llama_dir, tmp_path):
+    """The stage-1 model of `train_input_embeddings: true` on the tied tiny Llama, after one optimizer step:
+    (model, objective, examples, teacher logits before the step, the backbone as loaded afresh)."""
+    from llm2comp.recipes.common import load_encoder
+
+    from .conftest import randomize_lora
+    from .training_helpers import tiny_stage_config, write_corpus
+
+    fresh, _, _ = load_causal_lm(tiny_llama_dir)
+    assert fresh.get_output_embeddings().weight is fresh.get_input_embeddings().weight  # a tied model
+    cfg = tiny_stage_config(tiny_llama_dir, write_corpus(tmp_path / "c.txt"), tmp_path / "run",
+                            train_input_embeddings=True)
+    model = load_encoder(cfg)
+    randomize_lora(model.model)
+    objective = CompressionObjective(model, "kl")
+    examples = [make_example(ids, "kl", seed=0, index=i) for i, ids in enumerate(IDS)]
+    before = _teacher_and_frozen_logits(objective, examples)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    table = model.model.get_input_embeddings().weight
+    assert any(p is table for p in params)
+    assert not any(p is model.model.get_output_embeddings().weight for p in params)  # the head is not trained
+    optimizer = torch.optim.Adam(params, lr=0.05)
+    objective(examples).backward()
+    optimizer.step()
+    assert (table - fresh.get_input_embeddings().weight).abs().max() > 1e-2  # the table did train
+    return model, objective, examples, before, fresh
+
+
+def test_training_the_input_embeddings_keeps_the_teacher_the_original_llm(trained_table):
+    # before: the tied LM head was the trained table, and the teacher read it too: its logits moved
+    model, objective, examples, before, fresh = trained_table
+    after = _teacher_and_frozen_logits(objective, examples)
+    torch.testing.assert_close(after[0], before[0], atol=0, rtol=0)
+    with torch.no_grad():
+        reference = fresh(input_ids=torch.tensor([IDS[0][:20]])).logits
+    torch.testing.assert_close(after[1], reference, atol=1e-5, rtol=0)
+    head = model.model.get_output_embeddings().weight
+    torch.testing.assert_close(head, fresh.get_output_embeddings().weight, atol=0, rtol=0)
+    # the encoder itself reads the trained table (the swap lasts only inside frozen())
+    assert model.model.get_input_embeddings().weight.requires_grad
+
+
+def test_a_trained_table_saves_alone_and_loads_without_touching_the_head(trained_table, tmp_path):
+    from safetensors.torch import load_file
+
+    from llm2comp import LLM2Comp
+
+    model, _, _, _, fresh = trained_table
+    trained = model.model.get_input_embeddings().weight.detach().clone()
+    original_head = fresh.get_output_embeddings().weight.detach()
+    expected = model.encode(["a cat on a mat", "stage one"])
+    model.save(tmp_path / "adapters")
+    saved = load_file(str(tmp_path / "adapters" / "input_embeddings.safetensors"))
+    assert list(saved) == ["weight"]
+    torch.testing.assert_close(saved["weight"], trained, atol=0, rtol=0)
+    model.save(tmp_path / "merged", merge=True)
+    for folder in ("adapters", "merged"):
+        loaded = LLM2Comp.from_pretrained(tmp_path / folder)
+        table = loaded.model.get_input_embeddings().weight
+        head = loaded.model.get_output_embeddings().weight
+        torch.testing.assert_close(table, trained, atol=0, rtol=0)
+        # before: loading the table into the tied backbone overwrote the LM head with it
+        assert head is not table
+        torch.testing.assert_close(head, original_head, atol=0, rtol=0)
+        np.testing.assert_allclose(loaded.encode(["a cat on a mat", "stage one"]), expected, atol=1e-5, rtol=0)

@@ -14,6 +14,7 @@ so. Weights are read from safetensors only, never unpickled.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -218,3 +219,44 @@ def body_of(causal_lm):
     """
     model = causal_lm.get_base_model() if hasattr(causal_lm, "get_base_model") else causal_lm
     return model.base_model
+
+
+def _unwrapped(causal_lm):
+    return causal_lm.get_base_model() if hasattr(causal_lm, "get_base_model") else causal_lm
+
+
+def has_tied_embeddings(causal_lm) -> bool:
+    """Whether the LM head is the input-embedding table itself (one parameter, e.g. SmolLM2, Gemma)."""
+    head = causal_lm.get_output_embeddings()
+    return head is not None and head.weight is causal_lm.get_input_embeddings().weight
+
+
+def untie_output_embeddings(causal_lm) -> bool:
+    """Give a tied LM head its own frozen copy of the table, so that training (or replacing) the input
+    embeddings leaves the head the backbone's; True if it was tied. The configs say
+    `tie_word_embeddings=False` from then on, so a save writes the head and a load does not re-tie it."""
+    if not has_tied_embeddings(causal_lm):
+        return False
+    head = causal_lm.get_output_embeddings()
+    head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+    model = _unwrapped(causal_lm)
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+    if hasattr(model, "get_expanded_tied_weights_keys"):  # transformers 5: its record of what is tied
+        model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
+    return True
+
+
+def frozen_input_embeddings(causal_lm) -> torch.nn.Module:
+    """A frozen copy of the input-embedding module (same class: a scaled embedding stays scaled).
+
+    Shares its table with an untied head that is still the original (no second copy), else copies it."""
+    embed = causal_lm.get_input_embeddings()
+    head = causal_lm.get_output_embeddings()
+    if head is not None and head.weight is not embed.weight and not head.weight.requires_grad \
+            and head.weight.shape == embed.weight.shape and torch.equal(head.weight, embed.weight):
+        table = head.weight
+    else:
+        table = torch.nn.Parameter(embed.weight.detach().clone(), requires_grad=False)
+    frozen = copy.deepcopy(embed, memo={id(embed.weight): table})
+    return frozen.requires_grad_(False)

@@ -21,7 +21,7 @@ from ..errors import InvalidSetting
 from ..inputs import normalize_inputs
 from . import saving
 from .attention import attention_layout, check_attention_mode, model_attention_mask, position_ids_for
-from .backbone import body_of, load_causal_lm
+from .backbone import body_of, frozen_input_embeddings, load_causal_lm, untie_output_embeddings
 from .config import LLM2CompConfig, is_llm2comp_folder
 from .default_model import DEFAULT_MODEL_NAME, backbone_note
 from .encoding import encode_items
@@ -50,6 +50,7 @@ class LLM2Comp(nn.Module):
         self.config = config
         self.config.embedding_dim = self.hidden_size
         self.merged_adapters: list[saving.AdapterRecord] = []  # earlier stages, already in the weights
+        self.original_input_embeddings: nn.Module | None = None  # frozen copy, once the table trains
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -150,12 +151,37 @@ class LLM2Comp(nn.Module):
         self.merged_adapters.append(saving.AdapterRecord.capture(self.model))
         self.model = self.model.merge_and_unload()
 
+    def train_input_embeddings(self) -> None:
+        """Make the input-embedding table trainable (saved as input_embeddings.safetensors), keeping
+        the frozen original LLM exact: a tied LM head gets its own frozen copy of the table (it is
+        never trained), and `frozen()` reads the original table (`original_input_embeddings`), so the
+        stage-1 teacher and decoder stay the backbone they were."""
+        if self.original_input_embeddings is None:
+            untie_output_embeddings(self.model)
+            self.original_input_embeddings = frozen_input_embeddings(self.model)
+        self.model.get_input_embeddings().weight.requires_grad_(True)
+        self.config.input_embeddings = True
+
     @contextlib.contextmanager
     def frozen(self):
-        """The original backbone: the LoRA adapter switched off (for the stage-1 teacher/decoder)."""
+        """The original backbone: the LoRA adapter switched off, and the original input embeddings when
+        the table is trained (for the stage-1 teacher/decoder)."""
         context = self.model.disable_adapter() if self.has_adapter else contextlib.nullcontext()
-        with context:
+        with context, self._original_table():
             yield self.model
+
+    @contextlib.contextmanager
+    def _original_table(self):
+        if self.original_input_embeddings is None:
+            yield
+            return
+        base = self.model.get_base_model() if self.has_adapter else self.model
+        trained = base.get_input_embeddings()
+        base.set_input_embeddings(self.original_input_embeddings)
+        try:
+            yield
+        finally:
+            base.set_input_embeddings(trained)
 
     def load_original_decoder(self) -> nn.Module:
         """The frozen original LLM as a separate module, for a model whose adapters are merged (a loaded
