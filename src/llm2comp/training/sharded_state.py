@@ -15,9 +15,14 @@ takes one path whatever the wrapping ("FSDP-safe by construction"):
   process loads the full state, which torch shards to its own parameters.
 
 Frozen parameters (the backbone under LoRA) are never gathered (`ignore_frozen_params`).
+
+`unsharded(module)` (a collective too) puts an FSDP2 model's trainable parameters in full for a block,
+e.g. for rank 0 to write the model folder (LoRA, memory vectors) from them; without FSDP it does nothing.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -78,3 +83,27 @@ def optimizer_parameter_names(model: torch.nn.Module, optimizer) -> list[str]:
 def load_optimizer_state(model: torch.nn.Module, optimizer, state: dict, names: list[str]) -> None:
     """Every process: load a full index-keyed optimizer state into the (possibly sharded) optimizer."""
     set_optimizer_state_dict(model, inner_optimizer(optimizer), to_named(state, names), options=LOAD)
+
+
+@contextlib.contextmanager
+def unsharded(module: torch.nn.Module):
+    """Every process: inside the block the *trainable* parameters of `module` are full plain tensors.
+
+    FSDP2 keeps DTensor shards registered even after `unshard()` (its state_dict, and so peft's, stays
+    sharded), so each sharded trainable parameter is gathered (`DTensor.full_tensor()`, a collective) and
+    put in its place for the block, then the shard goes back. Frozen parameters are left as they are
+    (the backbone is never gathered); a module that is not sharded is unchanged.
+    """
+    from torch.distributed.tensor import DTensor
+
+    swapped = []
+    for owner in module.modules():
+        for name, param in list(owner.named_parameters(recurse=False)):
+            if param.requires_grad and isinstance(param, DTensor):
+                swapped.append((owner, name, param))
+                setattr(owner, name, torch.nn.Parameter(param.full_tensor().detach(), requires_grad=False))
+    try:
+        yield module
+    finally:
+        for owner, name, param in swapped:
+            setattr(owner, name, param)
