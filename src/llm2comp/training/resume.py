@@ -26,7 +26,7 @@ from .config import FIELDS, default_value, resume_kind
 log = logging.getLogger("llm2comp")
 
 WAY_OUT = ("start a new run with another output_dir, or rerun with --no-resume to train this one from "
-           "scratch (its checkpoints and model are then replaced)")
+           "scratch (its checkpoints are then removed, and its finished model moved aside to model.previous-<time>/)")
 
 
 def _value(settings: dict, key: str):
