@@ -169,3 +169,100 @@ def test_fsdp2_stage1_training_resume_and_saving_equal_one_process(tiny_llama_di
     assert abs(saved - single_embeddings).max() < 1e-4
     untrained = LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=2, max_length=64).encode(texts)
     assert abs(saved - untrained).max() > 1e-3  # negative control: training changed the model
+
+
+# ------------------------------------------------------------------ what accelerate is asked for
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_loop_refuses_sharding_that_accelerate_did_not_start():
+    """accelerate falls back to data parallelism (or one process) when it cannot shard (no GPU,
+    `use_cpu: true`) and says nothing; the loop stops before any step, naming what was asked and got."""
+    from accelerate import Accelerator
+
+    from llm2comp.errors import InvalidSetting
+    from llm2comp.training.loop import check_distributed_type
+
+    accelerator = Accelerator()  # a CPU: DistributedType.NO
+    check_distributed_type(accelerator, environ={})
+    check_distributed_type(accelerator, environ={"ACCELERATE_USE_FSDP": "false"})
+    with pytest.raises(InvalidSetting, match=r"asks for FSDP \(ACCELERATE_USE_FSDP=true\) but accelerate runs NO"):
+        check_distributed_type(accelerator, environ={"ACCELERATE_USE_FSDP": "true"})
+    with pytest.raises(InvalidSetting, match="asks for DEEPSPEED"):
+        check_distributed_type(accelerator, environ={"ACCELERATE_USE_DEEPSPEED": "true"})
+
+
+def test_deepspeed_refuses_several_backward_passes_per_step():
+    """accelerate's backward steps DeepSpeed's optimizer: GradCache (a backward per chunk) and gradient
+    accumulation would update the weights after every chunk. The plain one-backward step is allowed."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from llm2comp.errors import InvalidSetting
+    from llm2comp.training.loop import LoopSettings, check_deepspeed_steps
+
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
+    check_deepspeed_steps(deepspeed, LoopSettings(max_steps=1), {"cache_chunk_size": 0})
+    with pytest.raises(InvalidSetting, match="cache_chunk_size=16 \\(GradCache\\)"):
+        check_deepspeed_steps(deepspeed, LoopSettings(max_steps=1), {"cache_chunk_size": 16})
+    with pytest.raises(InvalidSetting, match="grad_accum=4"):
+        check_deepspeed_steps(deepspeed, LoopSettings(max_steps=1, grad_accum=4), {})
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
+    check_deepspeed_steps(ddp, LoopSettings(max_steps=1, grad_accum=4), {"cache_chunk_size": 16})
+
+
+def test_shipped_accelerate_configs_parse_with_accelerates_own_classes():
+    """configs/accelerate_*.yaml load as accelerate's ClusterConfig; the FSDP one builds an FSDP2
+    FullyShardedDataParallelPlugin with transformer-layer wrapping; the DeepSpeed JSONs build a
+    DeepSpeedPlugin (no deepspeed install needed) with their ZeRO stage and explicit micro-batch size
+    (accelerate cannot infer it: the loop prepares no dataloader)."""
+    import json as json_module
+
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
+
+    fsdp = ClusterConfig.from_yaml_file(str(REPO / "configs" / "accelerate_fsdp.yaml"))
+    assert (fsdp.distributed_type, fsdp.mixed_precision) == (DistributedType.FSDP, "bf16")
+    options = {key.removeprefix("fsdp_"): value for key, value in fsdp.fsdp_config.items()}
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=options["version"], auto_wrap_policy=options["auto_wrap_policy"].lower(),
+        transformer_cls_names_to_wrap=[options["transformer_layer_cls_to_wrap"]],
+        reshard_after_forward=options["reshard_after_forward"], cpu_offload=options["offload_params"],
+        cpu_ram_efficient_loading=options["cpu_ram_efficient_loading"], state_dict_type=options["state_dict_type"],
+        activation_checkpointing=options["activation_checkpointing"])
+    assert plugin.fsdp_version == 2 and plugin.auto_wrap_policy.__name__ == "transformer_auto_wrap_policy"
+    for stage in (2, 3):
+        launch = ClusterConfig.from_yaml_file(str(REPO / "configs" / f"accelerate_deepspeed_zero{stage}.yaml"))
+        assert launch.distributed_type == DistributedType.DEEPSPEED
+        path = REPO / launch.deepspeed_config["deepspeed_config_file"]
+        plugin = DeepSpeedPlugin(hf_ds_config=str(path))
+        assert plugin.zero_stage == stage
+        raw = json_module.loads(path.read_text())
+        assert raw["train_micro_batch_size_per_gpu"] == 1 and raw["gradient_clipping"] == 2.0
+
+
+@pytest.mark.multiprocess
+def test_accelerate_launch_with_the_fsdp_config_on_cpu_is_refused(tiny_llama_dir, tmp_path):
+    """The issue's case: `accelerate launch --config_file <FSDP config>` on a CPU used to train with
+    plain data parallelism; now `llm2comp train` stops with one line (exit 2) before loading the model."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .training_helpers import tiny_stage_config, write_corpus
+
+    cfg = tiny_stage_config(tiny_llama_dir, write_corpus(tmp_path / "c.txt"), tmp_path / "run", max_steps=1)
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    launch_config = yaml.safe_load((REPO / "configs" / "accelerate_fsdp.yaml").read_text())
+    launch_config.update(use_cpu=True, num_processes=2)  # what a user tries on a machine without GPUs
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(launch_config))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "fsdp.yaml"),
+              "--main_process_port", str(free_port()), "-m", "llm2comp", "train", "--config",
+              str(tmp_path / "train.yaml")]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    assert "asks for FSDP (ACCELERATE_USE_FSDP=true) but accelerate runs" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "checkpoints").exists()

@@ -35,9 +35,10 @@ from ..models.saving import TRAINING_CONFIG, check_save_target
 from ..training.activation_checkpointing import enable_gradient_checkpointing
 from ..training.checkpoint import list_checkpoints
 from ..training.config import StageConfig
-from ..training.loop import LoopSettings, check_resumable
+from ..training.loop import LoopSettings, check_distributed_type, check_resumable
 from ..training.resume import check_resume
 from ..training.run_lock import holding_output_dir, is_main_process
+from ..training.sharded_state import unsharded
 from ..yaml_files import read_yaml
 
 # TRAINING_CONFIG (models/saving.py), in the model folder: the settings that made it, and data statistics
@@ -53,6 +54,7 @@ def make_accelerator(cfg: StageConfig):
     # several processes without a GPU (e.g. `torchrun --nproc_per_node 2` on a CPU box): DDP over gloo
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=multi_cpu or None)
+    check_distributed_type(accelerator)  # before any model loads: FSDP / DeepSpeed asked for but not running
     set_seed(cfg.seed)
     return accelerator
 
@@ -255,9 +257,10 @@ def loop_settings(cfg: StageConfig) -> LoopSettings:
 def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict, target: Path | None = None) -> Path:
     target = target or final_model_dir(cfg)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:  # the config goes in before the folder appears: never a folder without it
-        record = yaml.safe_dump({**cfg.to_dict(), "data_stats": data_stats}, sort_keys=False)
-        model.save(target, extra_files={TRAINING_CONFIG: record})
+    with unsharded(model):  # every process (FSDP: the trainable shards gathered); then rank 0 writes
+        if accelerator.is_main_process:  # the config goes in before the folder appears: never a folder without it
+            record = yaml.safe_dump({**cfg.to_dict(), "data_stats": data_stats}, sort_keys=False)
+            model.save(target, extra_files={TRAINING_CONFIG: record})
     accelerator.wait_for_everyone()
     return target
 

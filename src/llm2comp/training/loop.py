@@ -173,6 +173,24 @@ def check_distributed_type(accelerator, environ=None) -> None:
                 "data parallelism on purpose")
 
 
+def check_deepspeed_steps(accelerator, settings: LoopSettings, config: dict) -> None:
+    """Raise `InvalidSetting` for DeepSpeed with several backward passes per optimizer step.
+
+    Under DeepSpeed, accelerate's `backward` also steps the engine's optimizer; the loop's gradient
+    accumulation (`grad_accum` > 1) and GradCache (`cache_chunk_size` > 0: one backward per chunk) call it
+    several times per step, so the weights would be updated after every chunk.
+    """
+    if getattr(accelerator.distributed_type, "value", None) != "DEEPSPEED":
+        return
+    chunked = int(config.get("cache_chunk_size") or 0) > 0
+    if settings.grad_accum > 1 or chunked:
+        what = f"grad_accum={settings.grad_accum}" if settings.grad_accum > 1 else \
+            f"cache_chunk_size={config.get('cache_chunk_size')} (GradCache)"
+        raise InvalidSetting(f"DeepSpeed steps its optimizer inside every backward, and {what} runs several "
+                             "backward passes per step. Use FSDP (configs/accelerate_fsdp.yaml), or grad_accum: 1 "
+                             "and cache_chunk_size: 0 under DeepSpeed")
+
+
 def warn_low_precision_trainables(named: list) -> list[str]:
     """Log (and return) the trainable parameters stored in fp16/bf16: AdamW updates smaller than the
     weight's precision (2^-8 relative in bf16) are lost, so these should be float32 (LoRA and memory
@@ -197,6 +215,7 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
         raise ValueError("the model has no trainable parameters")
     warn_low_precision_trainables(named)
     check_distributed_type(accelerator)
+    check_deepspeed_steps(accelerator, settings, config)
     optimizer = torch.optim.AdamW(parameter_groups(named, settings), lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
