@@ -10,6 +10,8 @@ from llm2comp.losses.nll_continuation import token_nll_loss
 from llm2comp.models.backbone import load_causal_lm
 from llm2comp.training.compression import CompressionObjective, make_example, split_point
 
+from .conftest import TINY_ARCHES
+
 IDS = [list(range(100, 140)), list(range(300, 325)), list(range(500, 560))]
 
 
@@ -178,3 +180,30 @@ def test_a_trained_table_saves_alone_and_loads_without_touching_the_head(trained
         assert head is not table
         torch.testing.assert_close(head, original_head, atol=0, rtol=0)
         np.testing.assert_allclose(loaded.encode(["a cat on a mat", "stage one"]), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHES)
+def test_every_architecture_keeps_its_frozen_llm_when_the_table_trains(tiny_model_dirs, tmp_path, arch):
+    """Tied (Llama, Gemma 3 with its scaled embedding, GPT-2, ...) or not: frozen() is the backbone."""
+    from llm2comp import LLM2Comp
+
+    fresh, _, _ = load_causal_lm(tiny_model_dirs[arch])
+    model = LLM2Comp.from_pretrained(tiny_model_dirs[arch], num_memory_tokens=2, max_length=32)
+    model.train_input_embeddings()
+    with torch.no_grad():  # what an optimizer step does to the table
+        table = model.model.get_input_embeddings().weight
+        table.add_(torch.randn(table.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
+    ids = torch.tensor([IDS[0][:12]])
+    with torch.no_grad(), model.frozen() as lm:
+        ours = lm(input_ids=ids).logits
+    with torch.no_grad():
+        reference = fresh(input_ids=ids).logits
+        moved = model.model(input_ids=ids).logits  # outside frozen(): the trained table
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    assert (moved - reference).abs().max() > 1e-3
+    model.save(tmp_path / "m")
+    loaded = LLM2Comp.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(loaded.model.get_output_embeddings().weight, fresh.get_output_embeddings().weight,
+                               atol=0, rtol=0)
+    torch.testing.assert_close(loaded.model.get_input_embeddings().weight,
+                               model.model.get_input_embeddings().weight, atol=0, rtol=0)
