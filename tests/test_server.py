@@ -334,9 +334,10 @@ def test_cli_serves_a_saved_folder_and_stops_cleanly_on_sigterm(model, tmp_path)
         close([item.embedding for item in response.data], unit(model.encode(TEXTS[:2], instruction=QUERY_PROMPT)))
         process.send_signal(signal.SIGTERM)
         log = process.communicate(timeout=60)[0].decode()
-        # uvicorn shuts down gracefully, then re-raises the signal: the conventional exit status
-        assert process.returncode in (0, -signal.SIGTERM), log
+        # a graceful stop is a success for a service manager: status 0, not death by SIGTERM (-15)
+        assert process.returncode == 0, log
         assert "Application shutdown complete" in log and "ready (dimension 64" in log
+        assert "Traceback" not in log, log
     finally:
         if process.poll() is None:
             process.kill()

@@ -9,7 +9,8 @@
                                                                          model forward, per pass
     futures resolved on the event loop  <--call_soon_threadsafe--  vectors in request order
 
-The model only ever runs on the worker thread, so the event loop keeps answering (health,
+A request whose client disconnects is cancelled (routes.py); its rows still waiting leave the
+queue at once, before they reach the model. The model only ever runs on the worker thread, so the event loop keeps answering (health,
 metrics, new requests) while a batch runs. Rows are taken oldest first, so no request starves;
 within what was taken, sorting by length keeps padding low. A row's vector does not depend on
 its batch (tested for `encode`: padding, neighbours, order), so every vector is the one offline
@@ -130,7 +131,23 @@ class DynamicBatcher:
             self._queued += len(rows)
             self._metrics.set("queue_inputs", self._queued)
             self._cond.notify()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the client went away (or shutdown cut it short)
+            self._drop(job)
+            raise
+
+    def _drop(self, job: _Job) -> None:
+        """Take a cancelled job's waiting rows out of the queue at once: they never reach the model,
+        and their places are free for other requests (rows already in a forward pass finish there)."""
+        with self._cond:
+            kept = deque(row for row in self._pending if row.job is not job)
+            dropped = len(self._pending) - len(kept)
+            if dropped:
+                self._pending = kept
+                self._pending_tokens = sum(row.length for row in kept)
+                self._queued -= dropped
+                self._metrics.set("queue_inputs", self._queued)
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new work, finish what is queued, end the thread (waits up to `timeout` s)."""
@@ -178,7 +195,9 @@ class DynamicBatcher:
             self._pending_tokens -= row.length
             rows.append(row)
             tokens += row.length
-        self._queued -= dropped
+        if dropped:
+            self._queued -= dropped
+            self._metrics.set("queue_inputs", self._queued)
         return rows
 
     def _run(self, rows: list[_Row]) -> None:
