@@ -10,8 +10,9 @@ For a text split into context x_{1..a} and continuation x_{a+1..j}:
 
 over every continuation position i in C_b, including the first continuation token (predicted by
 the student from the last memory position), at temperature 1 over the full vocabulary. Both sides
-are log-softmaxed (log space), so no probability underflows. Gradients reach the encoder and the
-memory vectors only through the student's inputs; the teacher is computed under no_grad.
+are log-softmaxed (log space), in float32 with autocast off, so no probability underflows.
+Gradients reach the encoder and the memory vectors only through the student's inputs; the teacher
+is computed under no_grad.
 
 Source: Zhang et al., "Learning to Compress", arXiv 2511.17129, Sec. 3 (CTKD).
 """
@@ -31,8 +32,9 @@ def kl_continuation_loss(teacher_logits: torch.Tensor, student_logits: torch.Ten
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(f"teacher {tuple(teacher_logits.shape)} and student {tuple(student_logits.shape)} "
                          "logits must align position by position")
-    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # (N,)
+    with torch.autocast(student_logits.device.type, enabled=False):  # float32 whatever the autocast
+        log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+        per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # (N,)
     per_text_loss = mean_per_text(per_position, text_index, num_texts)
     return per_text_loss if per_text else per_text_loss.mean()
