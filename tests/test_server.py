@@ -316,8 +316,10 @@ def test_cli_serves_a_saved_folder_and_stops_cleanly_on_sigterm(model, tmp_path)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
+    # --max-wait-ms holds a lone request in the queue, so one is in flight when SIGTERM comes
     process = subprocess.Popen([sys.executable, "-m", "llm2comp", "serve", "--model", str(folder), "--port", str(port),
-                                "--log-level", "info"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                "--log-level", "info", "--max-wait-ms", "1500", "--graceful-timeout", "0.2"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -332,12 +334,18 @@ def test_cli_serves_a_saved_folder_and_stops_cleanly_on_sigterm(model, tmp_path)
         with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0) as api:
             response = api.embeddings.create(model="my-model", input=TEXTS[:2], extra_body={"input_type": "query"})
         close([item.embedding for item in response.data], unit(model.encode(TEXTS[:2], instruction=QUERY_PROMPT)))
-        process.send_signal(signal.SIGTERM)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(call, port, "POST", "/v1/embeddings", {"model": "my-model", "input": "a"})
+            time.sleep(0.5)  # queued, waiting for company
+            process.send_signal(signal.SIGTERM)
+            status, headers, body = pending.result(30)
         log = process.communicate(timeout=60)[0].decode()
+        # cut by --graceful-timeout: OpenAI's shape and a retry hint, not uvicorn's plain-text 500
+        assert status == 503 and body["error"]["code"] == "server_overloaded" and headers["retry-after"] == "1"
         # a graceful stop is a success for a service manager: status 0, not death by SIGTERM (-15)
         assert process.returncode == 0, log
         assert "Application shutdown complete" in log and "ready (dimension 64" in log
-        assert "Traceback" not in log, log
+        assert "Traceback" not in log and "CancelledError" not in log, log
     finally:
         if process.poll() is None:
             process.kill()
