@@ -216,3 +216,18 @@ def test_sentence_transformers_prompts_must_agree_with_the_llm2comp_config(folde
     st_config.write_text("{oops")
     with pytest.raises(CorruptFile, match=rf"{st_config} is not valid JSON"):
         LLM2Comp.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("arguments, match", [
+    (dict(max_length="64"), r"field 'max_length' must be a whole number >= 2, got '64'"),
+    (dict(num_memory_tokens=-1), r"field 'num_memory_tokens' must be a whole number >= 0, got -1"),
+    (dict(num_memory_tokens=4, max_length=5), r"field 'max_length' \(5\) leaves no room for text"),
+    (dict(attention="sideways"), r"field 'attention' must be one of"),
+])
+def test_from_pretrained_checks_its_arguments_before_the_backbone_loads(tiny_llama_dir, no_backbone_load,
+                                                                       monkeypatch, arguments, match):
+    from llm2comp.models import encoder
+
+    monkeypatch.setattr(encoder, "load_causal_lm", saving.load_causal_lm)  # the refusing stand-in
+    with pytest.raises(ConfigError, match=rf"LLM2Comp.from_pretrained: {match}"):
+        LLM2Comp.from_pretrained(tiny_llama_dir, **arguments)

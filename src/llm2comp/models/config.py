@@ -2,12 +2,12 @@
 
 `LLM2CompConfig.load` checks the file as strictly as training configs are checked: UTF-8 JSON
 holding an object, no unknown keys, every field of its type and in its range (`max_length: "64"`,
-`format_version: null`, `prompts: {"query": 5}` are refused, and so is a `long_text_overlap` >= the
-window when `long_texts` cuts texts into windows),
-the instruction template holding `{text}` exactly once and `{instruction}` at most once
-(`inputs.check_instruction_template`). Every error is a `CorruptFile` (unreadable) or `ConfigError`
-(a field) naming the file and the field. What needs the backbone or the tokenizer (`embedding_dim`
-against the hidden size, the exact window budget) is checked at load (`folder_checks.py`).
+`format_version: null` and `prompts: {"query": 5}` are refused, and so is a `long_text_overlap` >=
+the window when `long_texts` cuts texts into windows), the instruction template holding `{text}`
+exactly once and `{instruction}` at most once (`inputs.check_instruction_template`). Every error is
+a `CorruptFile` (unreadable) or `ConfigError` (a field) naming the file and the field. What needs the
+backbone or the tokenizer (`embedding_dim` against the hidden size, the exact window budget) is
+checked at load (`folder_checks.py`). `LLM2Comp.from_pretrained` checks its own arguments the same way.
 """
 
 from __future__ import annotations
@@ -130,8 +130,9 @@ def _field_checks() -> dict:
     }
 
 
-def check_config_fields(data: dict, path: Path) -> None:
-    """Raise `ConfigError` naming `path` and the field for the first value that cannot be used."""
+def check_config_fields(data: dict, path: Path | str) -> None:
+    """Raise `ConfigError` naming `path` (the file, or the API call the values came from) and the field
+    for the first value in `data` that cannot be used; absent fields count with their defaults."""
     from .pooling import check_pooling
     from .st_files import check_prompts
 

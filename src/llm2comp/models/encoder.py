@@ -22,7 +22,7 @@ from ..inputs import normalize_inputs
 from . import saving
 from .attention import attention_layout, check_attention_mode, model_attention_mask, position_ids_for
 from .backbone import body_of, frozen_input_embeddings, load_causal_lm, untie_output_embeddings
-from .config import LLM2CompConfig, is_llm2comp_folder
+from .config import LLM2CompConfig, check_config_fields, is_llm2comp_folder
 from .default_model import DEFAULT_MODEL_NAME, backbone_note
 from .encoding import encode_items
 from .folder_checks import check_folder_after_load, check_folder_before_load
@@ -90,6 +90,8 @@ class LLM2Comp(nn.Module):
             model.trust_remote_code = trust_remote_code
             check_folder_after_load(model, name_or_path)
             return model.set_long_texts(long_texts, long_text_overlap)
+        check_config_fields(dict(num_memory_tokens=num_memory_tokens, pooling=pooling, attention=attention,
+                                 max_length=max_length), "LLM2Comp.from_pretrained")  # before the backbone loads
         causal_lm, tokenizer, resolved = load_causal_lm(name_or_path, revision=revision,
                                                         trust_remote_code=trust_remote_code, **load_args)
         backbone = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL_NAME
@@ -112,7 +114,7 @@ class LLM2Comp(nn.Module):
         if mode is not None:
             self.config.long_texts = check_long_texts(mode)
         if overlap is not None:
-            if not isinstance(overlap, int) or overlap < 0:
+            if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
                 raise InvalidSetting(f"long_text_overlap must be an int >= 0, got {overlap!r}")
             self.config.long_text_overlap = overlap
         return self
