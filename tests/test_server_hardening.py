@@ -140,6 +140,23 @@ def test_tokenizer_pool_lets_a_short_request_pass_a_long_one():
         assert long.result(10) == [[1]]
 
 
+class _Echo:
+    def __call__(self, texts, add_special_tokens):
+        return {"input_ids": [[len(text)] for text in texts]}
+
+
+def test_tokenizer_pool_makes_a_copy_only_when_every_one_is_busy():
+    from llm2comp.server.service import TokenizerPool
+
+    original = _Echo()
+    pool = TokenizerPool.of(original, 2)
+    assert pool(["abc"]) == [[3]] and pool._made == 1  # one caller at a time: no copy
+    held = pool._take()  # a long call holds the original
+    with ThreadPoolExecutor(1) as threads:
+        assert threads.submit(pool, ["ab"]).result(5) == [[2]]  # a copy answers; nobody waits
+    assert held is original and pool._made == 2
+
+
 # ---------------------------------------------------------------- 2. disconnected clients
 @pytest.fixture
 def gated_model(model, monkeypatch):

@@ -48,8 +48,17 @@ class EmbeddingRequest(BaseModel):
     overlap: StrictInt | None = Field(default=None, ge=0)
 
 
-def _is_int(value) -> bool:
-    return type(value) is int  # bool is a subclass of int; JSON's true is not a token id
+CHUNK = 1 << 16  # items checked per C-level call: the GIL is free between chunks for the event loop
+
+
+def _only(items: list, kind: type) -> bool:
+    """Every item is exactly of `kind` (bool is a subclass of int; JSON's true is not a token id), in
+    C-level passes over chunks, so a million-id list never holds the GIL for long in one piece."""
+    return all(set(map(type, items[start:start + CHUNK])) <= {kind} for start in range(0, len(items), CHUNK))
+
+
+def _first_not(items: list, kind: type) -> int:
+    return next(index for index, item in enumerate(items) if type(item) is not kind)
 
 
 def check_input(value) -> list[str] | list[list[int]]:
@@ -61,30 +70,28 @@ def check_input(value) -> list[str] | list[list[int]]:
     if not value:
         return []
     first = value[0]
-    if isinstance(first, str):
-        bad = next((i for i, item in enumerate(value) if type(item) is not str), None)
-        _refuse(bad, value, "a string (the array holds strings)")
+    if type(first) is str:
+        if not _only(value, str):
+            _refuse(_first_not(value, str), value, "a string (the array holds strings)")
         return value
-    if _is_int(first):
-        if all(_is_int(item) for item in value):
-            return [value]
-        bad = next(i for i, item in enumerate(value) if not _is_int(item))
-        _refuse(bad, value, "an integer token id (the array holds token ids)")
-    if isinstance(first, list):
+    if type(first) is int:
+        if not _only(value, int):
+            _refuse(_first_not(value, int), value, "an integer token id (the array holds token ids)")
+        return [value]
+    if type(first) is list:
+        if not _only(value, list):
+            _refuse(_first_not(value, list), value, "an array of token ids (the array holds token-id arrays)")
         for index, row in enumerate(value):
-            if not isinstance(row, list):
-                _refuse(index, value, "an array of token ids (the array holds token-id arrays)")
-            if not all(_is_int(item) for item in row):
-                inner = next(i for i, item in enumerate(row) if not _is_int(item))
+            if not _only(row, int):
+                inner = _first_not(row, int)
                 raise InputTypeError(f"input[{index}][{inner}] must be an integer token id, got a JSON "
                                      f"{_json_type(row[inner])}")
         return value
     raise InputTypeError(f"'input' must be {INPUT_TYPES}; input[0] is a JSON {_json_type(first)}")
 
 
-def _refuse(index: int | None, value: list, wanted: str) -> None:
-    if index is not None:
-        raise InputTypeError(f"input[{index}] must be {wanted}, got a JSON {_json_type(value[index])}")
+def _refuse(index: int, value: list, wanted: str) -> None:
+    raise InputTypeError(f"input[{index}] must be {wanted}, got a JSON {_json_type(value[index])}")
 
 
 def _json_type(value) -> str:

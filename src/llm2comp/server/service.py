@@ -27,6 +27,7 @@ import base64
 import copy
 import os
 import queue
+import threading
 import time
 
 import torch
@@ -38,7 +39,7 @@ from ..models.long_texts import WindowEmbeddings, window_rows
 from .batching import DynamicBatcher, QueueFull, ShuttingDown, forward_pass
 from .errors import APIError
 from .metrics import Metrics
-from .schemas import SERVED_LONG_TEXT_MODES, EmbeddingRequest
+from .schemas import CHUNK, SERVED_LONG_TEXT_MODES, EmbeddingRequest
 from .settings import ServerSettings
 
 OVERLOADED = dict(type="server_error", code="server_overloaded")
@@ -56,26 +57,40 @@ def longest_token_chars(tokenizer) -> int:
 
 class TokenizerPool:
     """Copies of one tokenizer, each used by one call at a time: concurrent requests tokenize in
-    parallel (fast tokenizers release the GIL), and a long request holds one copy, not all of them."""
+    parallel (fast tokenizers release the GIL), and a long request holds one copy, not all of them.
+    A copy is made only when every existing one is busy, up to `size` copies."""
 
-    def __init__(self, tokenizers: list):
+    def __init__(self, tokenizers: list, size: int | None = None):
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for tokenizer in tokenizers:
             self._free.put(tokenizer)
-        self.size = len(tokenizers)
+        self._original = tokenizers[0]
+        self._made = len(tokenizers)
+        self._size = max(size or len(tokenizers), len(tokenizers))
+        self._lock = threading.Lock()
 
     @classmethod
     def of(cls, tokenizer, size: int) -> TokenizerPool:
-        tokenizers = [tokenizer]
-        for _ in range(size - 1):
+        return cls([tokenizer], size)
+
+    def _take(self):
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = self._made < self._size
+            self._made += grow
+        if grow:
             try:
-                tokenizers.append(copy.deepcopy(tokenizer))
-            except Exception:  # a tokenizer that cannot be copied: fewer copies, still one call each
-                break
-        return cls(tokenizers)
+                return copy.deepcopy(self._original)
+            except Exception:  # a tokenizer that cannot be copied: wait for a free one
+                with self._lock:
+                    self._made, self._size = self._made - 1, self._made - 1
+        return self._free.get()
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
-        tokenizer = self._free.get()
+        tokenizer = self._take()
         try:
             return tokenizer(texts, add_special_tokens=False)["input_ids"]
         finally:
@@ -175,7 +190,7 @@ class EmbeddingService:
         if instruction:
             raise APIError(400, "token-id input cannot take an instruction (the template applies to text); "
                            "send text, or drop instruction/input_type", param="instruction", code="invalid_value")
-        return await run_in_threadpool(self._check_id_rows, inputs)
+        return await run_in_threadpool(self._check_id_rows, inputs, mode)
 
     def _check_texts(self, texts: list[str]) -> None:
         for index, text in enumerate(texts):
@@ -209,8 +224,13 @@ class EmbeddingService:
         raise APIError(413, f"input[{index}] has {tokens} tokens; the limit is {limit} (the server runs with "
                        "--no-truncate)", param="input", code="input_too_long")
 
-    def _check_id_rows(self, rows: list[list[int]]) -> list[list[int]]:
-        return [self._check_ids(row, index) for index, row in enumerate(rows)]
+    def _check_id_rows(self, rows: list[list[int]], mode: str) -> list[list[int]]:
+        """Token-id rows checked against the vocabulary; under truncate, only the ids that are kept (a
+        longer row is cut, or refused with --no-truncate, below)."""
+        keep = self.max_input_tokens + 1 if mode != "segments" else None
+        for index, row in enumerate(rows):
+            self._check_ids(row if keep is None else row[:keep], index)
+        return rows
 
     async def _queue(self, rows: list[list[int]]) -> torch.Tensor:
         try:
@@ -268,10 +288,12 @@ class EmbeddingService:
     def _check_ids(self, row: list[int], index: int) -> list[int]:
         if not row:
             raise APIError(400, f"input[{index}] is an empty token list", param="input", code="invalid_value")
-        if min(row) < 0 or max(row) >= self.vocab_size:  # C loops; the slow search only on failure
-            bad = next(token for token in row if not 0 <= token < self.vocab_size)
-            raise APIError(400, f"input[{index}] holds token id {bad}, outside the vocabulary [0, "
-                           f"{self.vocab_size})", param="input", code="invalid_value")
+        for start in range(0, len(row), CHUNK):  # C loops over chunks; the slow search only on failure
+            chunk = row[start:start + CHUNK]
+            if min(chunk) < 0 or max(chunk) >= self.vocab_size:
+                bad = next(token for token in chunk if not 0 <= token < self.vocab_size)
+                raise APIError(400, f"input[{index}] holds token id {bad}, outside the vocabulary [0, "
+                               f"{self.vocab_size})", param="input", code="invalid_value")
         return row
 
     def _apply_token_limit(self, rows: list[list[int]], limit: int | None) -> list[list[int]]:
