@@ -266,3 +266,59 @@ def test_accelerate_launch_with_the_fsdp_config_on_cpu_is_refused(tiny_llama_dir
     assert done.returncode != 0
     assert "asks for FSDP (ACCELERATE_USE_FSDP=true) but accelerate runs" in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def bf16_worker(rank: int, port: int, model_dir: str, out: str) -> None:
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor import DTensor
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        objective = bf16_objective(model_dir)
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)  # accelerate's bf16
+        mesh = init_device_mesh("cpu", (WORLD,))
+        for module in list(objective.modules()):
+            if type(module).__name__.endswith("DecoderLayer"):
+                fully_shard(module, mesh=mesh, mp_policy=policy)
+        fully_shard(objective, mesh=mesh, mp_policy=policy)
+        loss = objective(examples()[:4])  # the global batch on every rank: the loss must equal one process's
+        loss.backward()
+        trainable = [p for p in objective.parameters() if p.requires_grad]
+        report = {"loss": loss.item(), "sharded": all(isinstance(p, DTensor) for p in trainable),
+                  "grad_dtypes": sorted({str(p.grad.dtype) for p in trainable}),
+                  "weight_dtypes": sorted({str(p.dtype) for p in objective.parameters()})}
+        if rank == 0:
+            with open(os.path.join(out, "bf16.json"), "w") as file:
+                json.dump(report, file)
+    finally:
+        dist.destroy_process_group()
+
+
+def bf16_objective(model_dir: str):
+    """The paper's precision: bf16 backbone weights, float32 LoRA and memory vectors in the same units."""
+    from llm2comp import LLM2Comp, LoraSettings
+    from llm2comp.training.compression import CompressionObjective
+
+    encoder = LLM2Comp.from_pretrained(model_dir, num_memory_tokens=2, max_length=64, dtype=torch.bfloat16)
+    encoder.add_lora(LoraSettings(r=4, alpha=8, dropout=0.0))
+    encoder.memory.weight.requires_grad_(True)
+    return CompressionObjective(encoder, "kl")
+
+
+@pytest.mark.multiprocess
+def test_fsdp2_shards_bf16_backbone_with_float32_lora_in_the_same_units(tiny_llama_dir, tmp_path):
+    """FSDP2 units mixing bf16 frozen weights and float32 trainable ones (what `dtype: bfloat16` gives),
+    under the bf16 MixedPrecisionPolicy accelerate sets for `mixed_precision: bf16`: a stage-1 step runs,
+    the float32 shards get float32 gradients, and the loss equals the unsharded bf16 model's (2%: bf16)."""
+    torch.multiprocessing.spawn(bf16_worker, args=(free_port(), str(tiny_llama_dir), str(tmp_path)), nprocs=WORLD,
+                                join=True)
+    report = json.loads((tmp_path / "bf16.json").read_text())
+    assert report["sharded"] and report["grad_dtypes"] == ["torch.float32"]
+    assert report["weight_dtypes"] == ["torch.bfloat16", "torch.float32"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = bf16_objective(str(tiny_llama_dir))(examples()[:4]).item()
+    assert report["loss"] == pytest.approx(reference, rel=0.02)
