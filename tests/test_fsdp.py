@@ -322,3 +322,69 @@ def test_fsdp2_shards_bf16_backbone_with_float32_lora_in_the_same_units(tiny_lla
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reference = bf16_objective(str(tiny_llama_dir))(examples()[:4]).item()
     assert report["loss"] == pytest.approx(reference, rel=0.02)
+
+
+def gradcache_worker(rank: int, port: int, model_dir: str, out: str) -> None:
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from llm2comp.losses.cached_info_nce import CachedInfoNCE
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        model = contrastive_model(model_dir)
+        mesh = init_device_mesh("cpu", (WORLD,))
+        for module in list(model.modules()):
+            if type(module).__name__.endswith("DecoderLayer"):
+                fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        half = len(contrastive_batch()[0]) // WORLD
+        local = [group[rank * half:(rank + 1) * half] for group in contrastive_batch()]
+        loss = CachedInfoNCE(model, chunk_size=2).backward(*local)
+        grads = {name: p.grad.full_tensor() for name, p in model.named_parameters() if p.requires_grad}
+        total = loss.clone()
+        dist.all_reduce(total)
+        if rank == 0:
+            torch.save({"loss": total / WORLD, "grads": grads}, os.path.join(out, "gradcache.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def contrastive_model(model_dir: str):
+    from llm2comp import LLM2Comp, LoraSettings
+
+    from .conftest import randomize_lora
+
+    model = LLM2Comp.from_pretrained(model_dir, num_memory_tokens=2, max_length=64)
+    model.add_lora(LoraSettings(r=4, alpha=8, dropout=0.0))
+    randomize_lora(model.model, scale=0.1)
+    model.memory.weight.requires_grad_(True)
+    return model.eval()
+
+
+def contrastive_batch() -> list[list[list[int]]]:
+    """8 queries, 8 positives, 8 hard negatives (token ids, mixed lengths)."""
+    rows = [[(11 * i + 5 * j) % 3000 + 100 for j in range(5 + i % 6)] for i in range(24)]
+    return [rows[:8], rows[8:16], rows[16:]]
+
+
+@pytest.mark.multiprocess
+def test_fsdp2_gradcache_on_half_batches_equals_one_process_on_the_global_batch(tiny_llama_dir, tmp_path):
+    """Stage 3 sharded: GradCache (a no-grad pass, then a forward and backward per chunk, candidates
+    gathered across ranks) on a sharded LLM2Comp; FSDP2 averages the reduce-scattered gradients like DDP,
+    so the full gradients equal plain InfoNCE in one unsharded process on the whole batch."""
+    from llm2comp.losses.info_nce import InfoNCE
+
+    torch.multiprocessing.spawn(gradcache_worker, args=(free_port(), str(tiny_llama_dir), str(tmp_path)),
+                                nprocs=WORLD, join=True)
+    sharded = torch.load(tmp_path / "gradcache.pt", weights_only=True)
+    model = contrastive_model(str(tiny_llama_dir))
+    loss = InfoNCE(model).backward(*contrastive_batch())
+    torch.testing.assert_close(sharded["loss"], loss, atol=1e-5, rtol=0)
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    assert sharded["grads"].keys() == grads.keys() and any("memory" in name for name in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(sharded["grads"][name], grad, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
