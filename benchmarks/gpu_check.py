@@ -697,12 +697,19 @@ def stage3_speed(report: Report, shape: dict, encoder_config, tokenizer, device:
         del model, optimizer
 
 
+def same_tokenizer(st, tokenizer) -> bool | None:
+    """Whether sentence-transformers tokenizes as the check does (else its tokens/s counts other tokens)."""
+    probe = " ".join(words()[:5])
+    try:
+        return st.tokenizer(probe)["input_ids"][-5:] == tokenizer(probe)["input_ids"][-5:]
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
 def encode_speed(report: Report, shape: dict, work: Path, tokenizer, device: str) -> None:
     import warnings
 
     import torch
-
-    from llm2comp import LLM2Comp
 
     config = llama_config(**shape["encode_model"])
     folder = save_backbone(config, work / "encode-model", tokenizer, dtype=shape["dtype"], device=device)
@@ -722,7 +729,7 @@ def encode_speed(report: Report, shape: dict, work: Path, tokenizer, device: str
 
     dtype_name = "bfloat16" if shape["dtype"] == torch.bfloat16 else "float32"
     with report.section("speed", "encode: LLM2Comp.encode"):
-        ours = LLM2Comp.from_pretrained(folder, dtype=dtype_name, device=device, max_length=512)
+        ours = load_encoder(folder, tokenizer, dtype=dtype_name, device=device, max_length=512)
         results["llm2comp"] = timed(functools.partial(ours.encode, batch_size=batch_size))
         del ours
     with report.section("speed", "encode: sentence-transformers mean pooling"):
@@ -736,6 +743,7 @@ def encode_speed(report: Report, shape: dict, work: Path, tokenizer, device: str
                                   module_output_name="token_embeddings")
         st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")],
                                  device=device)
+        same_tokens = same_tokenizer(st, tokenizer)
         results["sentence_transformers"] = timed(functools.partial(st.encode, batch_size=batch_size))
         del st, transformer
     with report.section("speed", "encode: bare transformers forward + mean pooling"):
@@ -762,7 +770,8 @@ def encode_speed(report: Report, shape: dict, work: Path, tokenizer, device: str
         numbers["llm2comp_over_st"] = results["sentence_transformers"] / results["llm2comp"]
     if "llm2comp" in results and "bare_transformers" in results:
         numbers["llm2comp_over_bare"] = results["bare_transformers"] / results["llm2comp"]
-    numbers.update({"texts": len(texts), "text_tokens": text_tokens, "batch_size": batch_size})
+    numbers.update({"texts": len(texts), "text_tokens": text_tokens, "batch_size": batch_size,
+                    "st_same_tokenizer": locals().get("same_tokens")})
     report.add("speed", f"encode tokens/s, {config.num_hidden_layers}-layer h{config.hidden_size} model", None,
                numbers, ">= 1.0x sentence-transformers")
 
