@@ -430,3 +430,19 @@ def test_evaluate_checks_its_settings_before_loading(settings, message, no_model
     with pytest.raises(LLM2CompError) as error:
         evaluate("any-model", "offline", **settings)
     assert message in str(error.value)
+
+
+def test_instructions_and_suite_files_may_be_pipes(sts_suite, tiny_llama_dir):
+    from llm2comp.evaluation import evaluate
+    from llm2comp.yaml_files import read_yaml
+
+    read, write = os.pipe()  # `--instructions <(echo 'TinySTS: Find similar text')`
+    os.write(write, b"TinySTS: Find similar text\n")
+    os.close(write)
+    try:
+        assert read_yaml(f"/dev/fd/{read}", "instructions file") == {"TinySTS": "Find similar text"}
+    finally:
+        os.close(read)
+    results = evaluate(str(tiny_llama_dir), sts_suite, pooling="mean", instructions={"TinySTS": "Find similar text"},
+                       diagnostics=False, show_progress_bar=False)
+    assert results["tasks"][0]["instruction"] == "Find similar text"

@@ -41,7 +41,7 @@ def _key_lines(node, prefix: tuple[str, ...], out: KeyLines, file: Path) -> None
 def read_yaml_with_lines(path: str | os.PathLike, what: str = "config file") -> tuple[object, KeyLines]:
     """The parsed content of `path` and the 1-based line of every mapping key; errors name file and line."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir() or not path.exists():  # a pipe (`<(...)`) reads like a file
         raise MissingFile(f"{what} {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         text = path.read_text(encoding="utf-8")
