@@ -66,6 +66,13 @@ COS_BF16 = 0.99  # bf16 keeps ~3 significant digits; a tiny random model's embed
 
 
 # ------------------------------------------------------------------------------------ building blocks
+
+def enable_gradient_checkpointing(model) -> None:
+    """The project's own switch (recomputations keep the adapter state of their forward)."""
+    from llm2comp.training.activation_checkpointing import enable_gradient_checkpointing as enable
+
+    enable(model)
+
 def words(n: int = TINY_VOCAB - len(SPECIALS)) -> list[str]:
     syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
     out = []
@@ -340,7 +347,7 @@ def check_training_maths(report: Report, arch: str, folder: Path, tokenizer, dev
     if not checkpointing:
         return
     checkpointed = copy.deepcopy(model)
-    checkpointed.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_gradient_checkpointing(checkpointed)
     for name, run in (("stage 1 KL", lambda m: CompressionObjective(m, "kl")(batches["examples"]).backward()),
                       ("stage 3 GradCache", lambda m: CachedInfoNCE(m, chunk_size=2).backward(*batches["triple"]))):
         title = f"gradient checkpointing: same gradients, {name}"
@@ -559,7 +566,7 @@ def stage1_speed(report: Report, shape: dict, encoder_config, tokenizer, device:
         name = f"stage-1 KL step, batch {batch} x {text} tokens, k {k}, {'with' if checkpointing else 'no'} checkpointing"
         with report.section("speed", name):
             if checkpointing:
-                model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable_gradient_checkpointing(model)
             else:
                 model.model.gradient_checkpointing_disable()
             reset_peak(device)
@@ -657,7 +664,7 @@ def stage3_speed(report: Report, shape: dict, encoder_config, tokenizer, device:
         model = in_memory_encoder(encoder_config, tokenizer, device, shape["dtype"], k, d_len)
         model.add_lora(LoraSettings(**lora))
         model.memory.weight.requires_grad_(True)
-        model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         rng = random.Random(1)

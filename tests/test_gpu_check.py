@@ -18,16 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHES = ("llama", "qwen2", "mistral")
-# Found by this check: with gradient checkpointing, stage 1's student pass (the backbone with the LoRA
-# adapter switched off inside `encoder.frozen()`) is recomputed during backward, after `frozen()` has
-# switched the adapter back on: torch.utils.checkpoint raises CheckpointError (other tensors than in
-# the forward). configs/llama2_7b_pipeline.yaml sets gradient_checkpointing: true, so the paper's
-# stage 1 fails at its first backward. Remove a name here once training/compression.py is fixed: the
-# test then requires it to pass.
-KNOWN_FAILURES = {
-    ("llama", "gradient checkpointing: same gradients, stage 1 KL"),
-    ("speed", "stage-1 KL step, batch 2 x 63 tokens, k 8, with checkpointing"),
-}
+# This check found that stage 1 crashed with gradient checkpointing (the student pass, adapter off, was
+# recomputed with the adapter on: CheckpointError); fixed in training/activation_checkpointing.py.
+# A check known to fail goes here with its reason; the test then requires it to fail until fixed.
+KNOWN_FAILURES: set[tuple[str, str]] = set()  # checks expected to fail until a fix lands (none today)
 
 
 @pytest.fixture(scope="module")
