@@ -388,3 +388,20 @@ def test_fsdp2_gradcache_on_half_batches_equals_one_process_on_the_global_batch(
     assert sharded["grads"].keys() == grads.keys() and any("memory" in name for name in grads)
     for name, grad in grads.items():
         torch.testing.assert_close(sharded["grads"][name], grad, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_the_memory_gap_diagnostic_is_refused_under_sharding_before_the_model_loads(kind):
+    """The gap logger calls the objective outside the loop's forward on one rank's shard: refused by name
+    (before, nothing checked it)."""
+    from types import SimpleNamespace
+
+    from llm2comp.errors import ConfigError
+    from llm2comp.recipes.pretrain import check_gap_logging
+
+    sharded = SimpleNamespace(distributed_type=SimpleNamespace(value=kind))
+    plain = SimpleNamespace(distributed_type=SimpleNamespace(value="MULTI_GPU"))
+    with pytest.raises(ConfigError, match="held_out_texts=32"):
+        check_gap_logging(sharded, SimpleNamespace(held_out_texts=32))
+    check_gap_logging(sharded, SimpleNamespace(held_out_texts=0))
+    check_gap_logging(plain, SimpleNamespace(held_out_texts=32))

@@ -116,6 +116,15 @@ def gap_logger(objective: CompressionObjective, held: list[str], cfg: StageConfi
     return callback
 
 
+def check_gap_logging(accelerator, cfg: StageConfig) -> None:
+    """The memory gap runs the objective outside the loop's forward, on one process's model: with
+    FSDP / DeepSpeed sharding that model holds only its shard, so the diagnostic is refused up front."""
+    sharded = getattr(accelerator.distributed_type, "value", str(accelerator.distributed_type))
+    if cfg.held_out_texts and sharded in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(f"held_out_texts={cfg.held_out_texts} (the memory-gap diagnostic) does not run under "
+                          f"{sharded}: set held_out_texts: 0, or measure the gap on the saved model without sharding")
+
+
 def snapshot_saver(model, cfg: StageConfig, accelerator, data_stats: dict):
     """A loop callback that saves a complete model folder at each of `cfg.snapshot_steps`."""
     steps = {int(s) for s in cfg.snapshot_steps}
@@ -161,6 +170,7 @@ def run_pretrain(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust_r
         data_stats = {**corpus.stats, **split_stats}
         log.info("stage 1 data: %s", data_stats)
         accelerator = make_accelerator(cfg)
+        check_gap_logging(accelerator, cfg)
         model = load_encoder(cfg, trust_remote_code=trust_remote_code, **({"pooling": "mean"} if cfg.objective == MNTP else {}))  # mean: as LLM2Vec
         stream = BatchStream(examples, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                              world_size=accelerator.num_processes)
