@@ -171,6 +171,9 @@ def load_encoder(folder: Path, tokenizer, **kwargs):
 
 
 def randomize_lora(model, seed: int = 1, scale: float = 0.05) -> None:
+    """Non-zero LoRA weights so that the adapter changes the outputs. The same as tests/conftest.py's
+    helper, kept here on purpose: this script runs on a bare GPU image from `src/` alone, without the
+    tests package or pytest."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)

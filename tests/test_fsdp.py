@@ -13,6 +13,7 @@ unsharded parameters. The results must equal one unsharded process on the same g
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -74,20 +75,41 @@ def train(model_dir: str, out: str, steps: int, accelerator, rank: int = 0, worl
     return objective, result
 
 
-def sharding_accelerator():
-    """A real accelerate Accelerator (MULTI_CPU, gloo) whose `prepare` shards with torch's FSDP2."""
-    from accelerate import Accelerator
+def shard_like_accelerate(model, world: int, **fsdp_options) -> None:
+    """What accelerate's FSDP2 `prepare` does with transformer-layer auto wrap: one unit per decoder
+    layer, then the root (`fsdp_options`, e.g. `mp_policy`, go to every unit)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    mesh = init_device_mesh("cpu", (world,))
+    for module in list(model.modules()):
+        if type(module).__name__.endswith("DecoderLayer"):
+            fully_shard(module, mesh=mesh, **fsdp_options)
+    fully_shard(model, mesh=mesh, **fsdp_options)
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, port: int):
+    """This worker's process group (gloo over loopback), destroyed on the way out."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def sharding_accelerator():
+    """A real accelerate Accelerator (MULTI_CPU, gloo) whose `prepare` shards with torch's FSDP2."""
+    from accelerate import Accelerator
+
     class ShardingAccelerator(Accelerator):
         def prepare(self, model, optimizer):
-            mesh = init_device_mesh("cpu", (self.num_processes,))
             before = dict(model.named_parameters())
-            for name, module in list(model.named_modules()):
-                if type(module).__name__.endswith("DecoderLayer"):
-                    fully_shard(module, mesh=mesh)
-            fully_shard(model, mesh=mesh)
+            shard_like_accelerate(model, self.num_processes)
             after = dict(model.named_parameters())
             swap = {before[name]: after[name] for name in before}
             for group in optimizer.param_groups:
@@ -269,22 +291,13 @@ def test_accelerate_launch_with_the_fsdp_config_on_cpu_is_refused(tiny_llama_dir
 
 
 def bf16_worker(rank: int, port: int, model_dir: str, out: str) -> None:
-    torch.set_num_threads(1)
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy
     from torch.distributed.tensor import DTensor
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=120))
-    try:
+    with gloo_group(rank, port):
         objective = bf16_objective(model_dir)
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)  # accelerate's bf16
-        mesh = init_device_mesh("cpu", (WORLD,))
-        for module in list(objective.modules()):
-            if type(module).__name__.endswith("DecoderLayer"):
-                fully_shard(module, mesh=mesh, mp_policy=policy)
-        fully_shard(objective, mesh=mesh, mp_policy=policy)
+        shard_like_accelerate(objective, WORLD, mp_policy=policy)
         loss = objective(examples()[:4])  # the global batch on every rank: the loss must equal one process's
         loss.backward()
         trainable = [p for p in objective.parameters() if p.requires_grad]
@@ -294,8 +307,6 @@ def bf16_worker(rank: int, port: int, model_dir: str, out: str) -> None:
         if rank == 0:
             with open(os.path.join(out, "bf16.json"), "w") as file:
                 json.dump(report, file)
-    finally:
-        dist.destroy_process_group()
 
 
 def bf16_objective(model_dir: str):
@@ -325,22 +336,11 @@ def test_fsdp2_shards_bf16_backbone_with_float32_lora_in_the_same_units(tiny_lla
 
 
 def gradcache_worker(rank: int, port: int, model_dir: str, out: str) -> None:
-    torch.set_num_threads(1)
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
     from llm2comp.losses.cached_info_nce import CachedInfoNCE
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=120))
-    try:
+    with gloo_group(rank, port) as dist:
         model = contrastive_model(model_dir)
-        mesh = init_device_mesh("cpu", (WORLD,))
-        for module in list(model.modules()):
-            if type(module).__name__.endswith("DecoderLayer"):
-                fully_shard(module, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        shard_like_accelerate(model, WORLD)
         half = len(contrastive_batch()[0]) // WORLD
         local = [group[rank * half:(rank + 1) * half] for group in contrastive_batch()]
         loss = CachedInfoNCE(model, chunk_size=2).backward(*local)
@@ -349,8 +349,6 @@ def gradcache_worker(rank: int, port: int, model_dir: str, out: str) -> None:
         dist.all_reduce(total)
         if rank == 0:
             torch.save({"loss": total / WORLD, "grads": grads}, os.path.join(out, "gradcache.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def contrastive_model(model_dir: str):
