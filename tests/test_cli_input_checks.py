@@ -446,3 +446,13 @@ def test_instructions_and_suite_files_may_be_pipes(sts_suite, tiny_llama_dir):
     results = evaluate(str(tiny_llama_dir), sts_suite, pooling="mean", instructions={"TinySTS": "Find similar text"},
                        diagnostics=False, show_progress_bar=False)
     assert results["tasks"][0]["instruction"] == "Find similar text"
+
+
+@pytest.mark.parametrize("name", ["texts.csv", "texts.tsv.gz", "texts.parquet"])
+def test_encode_refuses_tables_whose_lines_are_not_texts(saved, tmp_path, capsys, no_model_load, name):
+    _, folder = saved
+    (tmp_path / name).write_bytes(b"id,text\n1,hello\n")  # before: the header line was embedded as a text
+    assert encode(folder, tmp_path, "--input", str(tmp_path / name)) == 2
+    err = capsys.readouterr().err
+    assert f"{name}: is a .{name.split('.')[1]} file, whose lines are not texts" in err
+    assert not (tmp_path / "e.npy").exists()

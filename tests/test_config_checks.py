@@ -190,3 +190,10 @@ def test_train_passes_trust_remote_code_to_the_model_loads(tiny_llama_dir, tmp_p
             main(["train", "--config", str(path), *flag])
         assert seen == [("tokenizer", bool(flag)), ("model", bool(flag))]
         seen.clear()
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_config_file_is_refused_not_run_with_the_large_defaults(tmp_path, text):
+    # before: resolved to the 32,000-step default, as `train` without --config once did
+    with pytest.raises(ConfigError, match=r"c.yaml: the file holds no settings"):
+        load_stage_config(config_file(tmp_path, text))

@@ -99,3 +99,13 @@ def test_the_command_line_prints_user_errors_and_keeps_tracebacks_of_bugs(tmp_pa
 
     monkeypatch.setattr(encode_cmd, "run", user_error)
     assert main(args) == 2 and capsys.readouterr().err == "llm2comp encode: error: a user error\n"
+
+
+def test_api_argument_errors_are_the_projects_own(tiny_encoder):
+    # before: plain ValueErrors, which the CLI and server would treat as bugs
+    with pytest.raises(InvalidSetting, match=r"padding_side must be 'right' or 'left', got 'middle'"):
+        tiny_encoder.encode(["a"], padding_side="middle")
+    with pytest.raises(InvalidSetting, match=r"documents take no instruction; instructions go on queries only"):
+        tiny_encoder.encode_document(["a"], instruction="Find")
+    with pytest.raises(InvalidSetting, match=r"documents take no instruction; pass plain strings"):
+        tiny_encoder.encode_document([("Find", "a")])

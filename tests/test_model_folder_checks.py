@@ -9,10 +9,11 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from llm2comp import LLM2Comp, LoraSettings
 from llm2comp.cli.main import main
-from llm2comp.errors import ConfigError, CorruptFile, MissingFile
+from llm2comp.errors import ConfigError, CorruptFile, InvalidSetting, MissingFile
 from llm2comp.models import saving
 
 from .conftest import save_tiny_model, tiny_config
@@ -231,3 +232,34 @@ def test_from_pretrained_checks_its_arguments_before_the_backbone_loads(tiny_lla
     monkeypatch.setattr(encoder, "load_causal_lm", saving.load_causal_lm)  # the refusing stand-in
     with pytest.raises(ConfigError, match=rf"LLM2Comp.from_pretrained: {match}"):
         LLM2Comp.from_pretrained(tiny_llama_dir, **arguments)
+
+
+# ---------------------------------------------------------------- issue 18 re-probe: the last folder / argument defects
+def test_a_config_that_is_a_folder_is_named_not_read_as_a_plain_backbone(folder, no_backbone_load):
+    (folder / CONFIG).unlink()
+    (folder / CONFIG).mkdir()  # before: "has no config.json: not a transformers model folder"
+    with pytest.raises(CorruptFile, match=rf"{folder / CONFIG} is not a file"):
+        LLM2Comp.from_pretrained(folder)
+
+
+def test_a_tokenizer_json_of_another_schema_is_named(folder, no_backbone_load):
+    (folder / "tokenizer.json").write_text('{"hello": 1}')  # before: KeyError 'added_tokens' from tokenizers
+    with pytest.raises(CorruptFile, match=r"tokenizer.json: field 'model' is missing or not a JSON object"):
+        LLM2Comp.from_pretrained(folder)
+
+
+def test_a_window_overlap_that_fits_no_window_is_refused_at_load(folder):
+    # max_length 32 - BOS - 2 memory tokens: a window holds 29 text tokens
+    with pytest.raises(InvalidSetting, match=r"overlap must be an int in \[0, 29\)"):
+        LLM2Comp.from_pretrained(folder, long_texts="segments", long_text_overlap=10000)  # before: accepted
+    model = LLM2Comp.from_pretrained(folder, long_texts="segments", long_text_overlap=28)
+    assert model.config.long_text_overlap == 28
+
+
+@pytest.mark.parametrize("device, match", [("gpu7", r"device 'gpu7' is not a device torch knows"),
+                                           ("cuda:0", r"device 'cuda:0' asks for CUDA, but torch sees no CUDA")])
+def test_an_unknown_or_absent_device_is_named_before_the_backbone_loads(folder, no_backbone_load, device, match):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(InvalidSetting, match=match):  # before: RuntimeError "Invalid device string"
+        LLM2Comp.from_pretrained(folder, device=device)

@@ -307,6 +307,31 @@ def test_health_reports_loading_then_ready_and_load_failures(model):
     assert isinstance(failures[0], FileNotFoundError)
 
 
+def test_a_load_failure_from_bad_input_is_logged_as_one_line_a_bug_with_its_traceback(model, caplog):
+    import logging
+
+    from llm2comp.errors import MissingFile
+
+    settings = ServerSettings(model="/nonexistent/model", served_model_name=NAME)
+    for error, traceback in ((MissingFile("model folder /nonexistent/model does not exist"), False),
+                             (ZeroDivisionError("a bug"), True)):
+        failures = []
+
+        def loader(settings, error=error):
+            raise error
+
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="llm2comp"):
+            with RunningServer(create_app(settings, loader=loader, on_fatal=failures.append)):
+                deadline = time.monotonic() + 10
+                while not failures:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+        [record] = [r for r in caplog.records if "could not load the model" in r.getMessage()]
+        assert (record.exc_info is not None) == traceback  # before: a traceback for the user's own typo
+        assert traceback or "/nonexistent/model does not exist" in record.getMessage()
+
+
 def test_cli_serves_a_saved_folder_and_stops_cleanly_on_sigterm(model, tmp_path):
     import socket
 

@@ -16,13 +16,16 @@ from .data.reading import (
 )
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+# tables whose lines are not texts (a header, delimiters, quoting, or binary): refused, never embedded line by line
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".arrow", ".feather", ".xlsx", ".xls", ".npy", ".npz", ".pkl")
 
 
 def read_texts(path: str | Path, field: str = "text", instruction_field: str = "instruction") -> list:
     """Return a list of str, or of (instruction, text) pairs where a JSONL row has an instruction.
 
-    .txt: one text per line (LF, CRLF or CR line endings), blank lines skipped. .jsonl: one JSON
-    object per line with `field`.
+    .txt (or any other name): one text per line (LF, CRLF or CR line endings), blank lines skipped.
+    .jsonl: one JSON object per line with `field`. Tables (.csv, .tsv, .parquet, ...) and .json are
+    refused: their lines are not texts.
     Files may be gzip/bz2 compressed; pipes and devices (`/dev/stdin`, `<(...)`) are read like
     files, and `-` reads the standard input (one text per line). Errors (a `DataError`) name the
     file and line.
@@ -32,6 +35,10 @@ def read_texts(path: str | Path, field: str = "text", instruction_field: str = "
     if suffix == ".json":
         raise DataError("is a .json file; give one text per line (.txt) or one JSON object per line (.jsonl, "
                         f"with a {field!r} field)", path)
+    if suffix in TABLE_SUFFIXES:
+        raise DataError(f"is a {suffix} file, whose lines are not texts; give one text per line (.txt) or one JSON "
+                        f"object per line (.jsonl, with a {field!r} field), e.g. convert a CSV column with pandas: "
+                        "df[['text']].to_json('texts.jsonl', orient='records', lines=True)", path)
     items: list = []
     if suffix in JSONL_SUFFIXES:
         for number, row in iter_jsonl(path):

@@ -161,4 +161,11 @@ def check_config_fields(data: dict, path: Path | str) -> None:
 
 
 def is_llm2comp_folder(path) -> bool:
-    return path is not None and (Path(path) / CONFIG_NAME).is_file()
+    """True when `path` holds an `llm2comp_config.json` file; one that is not a file is refused by name."""
+    if path is None:
+        return False
+    config = Path(path) / CONFIG_NAME
+    if config.exists() and not config.is_file():
+        raise CorruptFile(f"{config} is not a file (a folder?); an llm2comp model folder holds its settings in "
+                          f"the file {CONFIG_NAME}: save the model again")
+    return config.is_file()

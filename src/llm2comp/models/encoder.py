@@ -26,7 +26,14 @@ from .config import LLM2CompConfig, check_config_fields, is_llm2comp_folder
 from .default_model import DEFAULT_MODEL_NAME, backbone_note
 from .encoding import encode_items
 from .folder_checks import check_folder_after_load, check_folder_before_load
-from .long_texts import WindowEmbeddings, check_long_texts, encode_long_items, encode_windows
+from .long_texts import (
+    WindowEmbeddings,
+    check_long_texts,
+    check_overlap,
+    encode_long_items,
+    encode_windows,
+    window_budget,
+)
 from .lora import LoraSettings, add_lora
 from .maxsim import check_widths, dense_embeddings, is_multivector, maxsim
 from .memory import EncoderBatch, MemoryTokens, build_encoder_batch, embed_with_memory, truncate_text_ids
@@ -81,7 +88,7 @@ class LLM2Comp(nn.Module):
         A folder's files are checked before the backbone's weights load (`config.py`, `folder_checks.py`):
         a wrong field, tokenizer, adapter or backbone is named, never left to a raw error.
         """
-        load_args = dict(dtype=dtype, device=device, attn_implementation=attn_implementation,
+        load_args = dict(dtype=dtype, device=check_device(device), attn_implementation=attn_implementation,
                          **config_overrides)
         if is_llm2comp_folder(name_or_path):
             check_folder_before_load(name_or_path, LLM2CompConfig.load(name_or_path),
@@ -117,6 +124,9 @@ class LLM2Comp(nn.Module):
             if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
                 raise InvalidSetting(f"long_text_overlap must be an int >= 0, got {overlap!r}")
             self.config.long_text_overlap = overlap
+        if self.config.long_texts != "truncate":  # windows are used: the overlap must fit one
+            check_overlap(self.config.long_text_overlap,
+                          window_budget(self.config.max_length, len(self.prefix_ids()), self.num_memory_tokens))
         return self
 
     # ------------------------------------------------------------------ properties
@@ -303,10 +313,10 @@ class LLM2Comp(nn.Module):
     def encode_document(self, texts, **kwargs):
         """Embed documents: never with an instruction."""
         if kwargs.pop("instruction", None):
-            raise ValueError("documents take no instruction; instructions go on queries only")
+            raise InvalidSetting("documents take no instruction; instructions go on queries only")
         items, _ = normalize_inputs(texts)
         if any(instruction for instruction, _ in items):
-            raise ValueError("documents take no instruction; pass plain strings to encode_document")
+            raise InvalidSetting("documents take no instruction; pass plain strings to encode_document")
         return self.encode(texts, **kwargs)
 
     @staticmethod
@@ -348,3 +358,17 @@ class LLM2Comp(nn.Module):
         folder, keeping the files that are not the model's. A file is never replaced.
         """
         saving.save_model(self, path, merge=merge, extra_files=extra_files, overwrite=overwrite)
+
+
+def check_device(device: str | torch.device | None) -> str | torch.device | None:
+    """A device torch can parse (`"cpu"`, `"cuda:1"`, ...); anything else is refused by name."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidSetting(f"device {device!r} is not a device torch knows; use e.g. 'cpu', 'cuda' or "
+                             "'cuda:0'") from None
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise InvalidSetting(f"device {device!r} asks for CUDA, but torch sees no CUDA GPU here; use 'cpu'")
+    return device

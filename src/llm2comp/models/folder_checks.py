@@ -49,7 +49,12 @@ def _json_object(path: Path) -> dict:
 def check_tokenizer_files(folder: Path) -> None:
     """A tokenizer is there, and its `tokenizer.json` (when it has one) is JSON."""
     if (folder / TOKENIZER_JSON).is_file():
-        _json_object(folder / TOKENIZER_JSON)
+        data = _json_object(folder / TOKENIZER_JSON)
+        for field, kind in (("model", dict), ("added_tokens", list)):
+            if not isinstance(data.get(field), kind):
+                raise CorruptFile(f"{folder / TOKENIZER_JSON}: field {field!r} is missing or not a JSON "
+                                  f"{'object' if kind is dict else 'list'}; this is not a tokenizers file: copy "
+                                  "the backbone's tokenizer files into the folder again")
     elif not any((folder / name).is_file() for name in VOCABULARY_FILES):
         raise MissingFile(f"{folder} has no tokenizer ({TOKENIZER_JSON}); the model folder is incomplete: copy the "
                           "backbone's tokenizer files into it, or save the model again")

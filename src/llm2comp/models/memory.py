@@ -71,7 +71,7 @@ def build_encoder_batch(
 ) -> EncoderBatch:
     """Lay out `[prefix] text [M1..Mk]` for each text and pad to a common length."""
     if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        raise InvalidSetting(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     rows = [prefix_ids + ids for ids in texts_ids]
     length = max(len(r) for r in rows) + num_memory
     batch = len(rows)

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import LLM2CompError
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import ApiKeyAuth, BodySizeLimit, RequestMetrics, ShutdownAnswer
@@ -77,7 +78,10 @@ def create_app(settings: ServerSettings, *, model=None, loader: Callable[[Server
         try:
             state.serve(state.prepare(loader(settings)))
         except BaseException as error:  # reported by /health; the CLI stops the server
-            log.exception("could not load the model %s", settings.model)
+            if isinstance(error, LLM2CompError):  # the user's input: one line that names it, no traceback
+                log.error("could not load the model %s: %s", settings.model, error)
+            else:
+                log.exception("could not load the model %s", settings.model)
             state.error = error
             if on_fatal is not None:
                 loop.call_soon_threadsafe(on_fatal, error)

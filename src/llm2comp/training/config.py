@@ -357,7 +357,10 @@ def load_stage_config(path: str | Path | None = None, overrides: list[str] = (),
     if path is not None:
         path = Path(path)
         loaded, lines = read_yaml_with_lines(path)
-        loaded = loaded if loaded is not None else {}
+        if loaded is None or loaded == {}:  # never the large built-in defaults by accident
+            raise ConfigError(f"{path}: the file holds no settings (it is empty or only comments), so it "
+                              "would run the large built-in defaults; write the settings the run needs, or start "
+                              "from a shipped config such as configs/pretrain_quickstart.yaml")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(loaded).__name__}")
         if "stage" in defaults and "stage" in loaded and loaded["stage"] != defaults["stage"]:

@@ -261,40 +261,42 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
 
     bar = tqdm(total=settings.max_steps, initial=step, desc="train", unit="step",
                disable=not (settings.progress and accelerator.is_main_process))
-    model.train()
-    while step < settings.max_steps:
-        started, tokens, losses = time.perf_counter(), 0, []
-        for micro in range(settings.grad_accum):
-            batch = stream.next_batch()
-            tokens += count_tokens(batch)
-            sync = accelerator.no_sync(model) if micro < settings.grad_accum - 1 else contextlib.nullcontext()
-            with sync, accelerator.autocast():
-                losses.append(step_fn(model, batch, accelerator, 1.0 / settings.grad_accum).float())
-        loss = accelerator.reduce(torch.stack(losses).mean().to(accelerator.device), "mean").item()
-        if not math.isfinite(loss):
-            last = list_checkpoints(checkpoints)
-            where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss became {loss} at step {step + 1}; stopping ({where}). "
-                                   "Lower the learning rate or use fp32/bf16 instead of fp16.")
-        grad_norm = None
-        if settings.max_grad_norm:
-            grad_norm = _as_float(accelerator.clip_grad_norm_(params, settings.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        elapsed = time.perf_counter() - started
-        row = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-               "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9), "seconds": elapsed}
-        history.append(row)
-        if step % settings.log_every == 0 or step == settings.max_steps:
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
-        bar.update(1)
-        for callback in callbacks:  # before the checkpoint, so that what they log is saved with it
-            callback(step, row)
-        if settings.save_every and step % settings.save_every == 0 and step < settings.max_steps:
-            checkpoint(step)
-    bar.close()
+    try:  # the bar's last line is written before any message about a stop (Ctrl-C, divergence)
+        model.train()
+        while step < settings.max_steps:
+            started, tokens, losses = time.perf_counter(), 0, []
+            for micro in range(settings.grad_accum):
+                batch = stream.next_batch()
+                tokens += count_tokens(batch)
+                sync = accelerator.no_sync(model) if micro < settings.grad_accum - 1 else contextlib.nullcontext()
+                with sync, accelerator.autocast():
+                    losses.append(step_fn(model, batch, accelerator, 1.0 / settings.grad_accum).float())
+            loss = accelerator.reduce(torch.stack(losses).mean().to(accelerator.device), "mean").item()
+            if not math.isfinite(loss):
+                last = list_checkpoints(checkpoints)
+                where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+                raise TrainingDiverged(f"loss became {loss} at step {step + 1}; stopping ({where}). "
+                                       "Lower the learning rate or use fp32/bf16 instead of fp16.")
+            grad_norm = None
+            if settings.max_grad_norm:
+                grad_norm = _as_float(accelerator.clip_grad_norm_(params, settings.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            elapsed = time.perf_counter() - started
+            row = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                   "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9), "seconds": elapsed}
+            history.append(row)
+            if step % settings.log_every == 0 or step == settings.max_steps:
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.update(1)
+            for callback in callbacks:  # before the checkpoint, so that what they log is saved with it
+                callback(step, row)
+            if settings.save_every and step % settings.save_every == 0 and step < settings.max_steps:
+                checkpoint(step)
+    finally:
+        bar.close()
     checkpoint(step)
     if accelerator.is_main_process and history:
         plot_loss_curve(history, output_dir / "loss_curve.png", title=str(config.get("stage", "training")))
