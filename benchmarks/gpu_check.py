@@ -45,13 +45,13 @@ import json
 import math
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+
+import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
@@ -239,14 +239,14 @@ class Report:
             traceback.print_exc()
 
     def markdown(self) -> str:
-        lines = ["| section | check | result | numbers | target |", "|---|---|---|---|---|"]
+        rows = []
         for c in self.checks:
             result = {True: "pass", False: "**FAIL**", None: "measured"}[c["passed"]]
             numbers = ", ".join(f"{k} {_fmt(v)}" for k, v in c["numbers"].items())
             if c["error"]:
                 numbers = (numbers + "; " if numbers else "") + "error: " + c["error"].replace("|", "/")
-            lines.append(f"| {c['section']} | {c['name']} | {result} | {numbers} | {c['target']} |")
-        return "\n".join(lines)
+            rows.append([c["section"], c["name"], result, numbers, c["target"]])
+        return harness.markdown_table(["section", "check", "result", "numbers", "target"], rows)
 
 
 def _fmt(value) -> str:
@@ -303,7 +303,7 @@ def trained_pair(folder: Path, tokenizer, device: str, lora_dropout: float = 0.0
 
 
 def stage_batches(model, rng: random.Random) -> dict:
-    from llm2comp.training.compression import CompressionExample
+    from llm2comp.data.compression_examples import CompressionExample
 
     texts = make_texts(rng, 6, 24, 40)
     ids = model.tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -314,12 +314,12 @@ def stage_batches(model, rng: random.Random) -> dict:
 
 
 def stage_losses(model, batches) -> dict:
+    from llm2comp.losses.compression import CompressionObjective
     from llm2comp.losses.info_nce import InfoNCE
-    from llm2comp.training.compression import CompressionObjective
 
     return {"pretrain_kl": float(CompressionObjective(model, "kl")(batches["examples"])),
-            "unsupervised_simcse": float(InfoNCE(model)(batches["sentences"], batches["sentences"])),
-            "supervised_infonce": float(InfoNCE(model)(*batches["triple"]))}
+            "unsupervised_simcse": float(InfoNCE(model)((batches["sentences"], batches["sentences"]))),
+            "supervised_infonce": float(InfoNCE(model)(batches["triple"]))}
 
 
 def check_training_maths(report: Report, arch: str, folder: Path, tokenizer, device: str, rng: random.Random,
@@ -327,8 +327,8 @@ def check_training_maths(report: Report, arch: str, folder: Path, tokenizer, dev
     import torch
 
     from llm2comp.losses.cached_info_nce import CachedInfoNCE
+    from llm2comp.losses.compression import CompressionObjective
     from llm2comp.losses.info_nce import InfoNCE
-    from llm2comp.training.compression import CompressionObjective
 
     cpu, model = trained_pair(folder, tokenizer, device)
     batches = stage_batches(cpu, rng)
@@ -340,10 +340,14 @@ def check_training_maths(report: Report, arch: str, folder: Path, tokenizer, dev
                                                       "max_rel_error": max(errors.values())}, f"<= {TOL_FP32:g}")
     with report.section(arch, "GradCache == InfoNCE (device)", f"loss and grads rel. <= {TOL_FP32:g}"):
         model.zero_grad(set_to_none=True)
-        plain = float(InfoNCE(model).backward(*batches["triple"]))
+        plain_loss = InfoNCE(model)(batches["triple"])
+        plain_loss.backward()
+        plain = float(plain_loss)
         plain_grads = grads_of(model)
         model.zero_grad(set_to_none=True)
-        cached = float(CachedInfoNCE(model, chunk_size=2).backward(*batches["triple"]))
+        cached_loss = CachedInfoNCE(model, chunk_size=2)(batches["triple"])
+        cached_loss.backward()
+        cached = float(cached_loss)
         error = max(abs(plain - cached) / abs(plain), grad_difference(plain_grads, grads_of(model)))
         report.add(arch, "GradCache == InfoNCE (device)", error <= TOL_FP32,
                    {"loss": plain, "max_rel_error": error, "chunk_size": 2}, f"<= {TOL_FP32:g}")
@@ -352,7 +356,7 @@ def check_training_maths(report: Report, arch: str, folder: Path, tokenizer, dev
     checkpointed = copy.deepcopy(model)
     enable_gradient_checkpointing(checkpointed)
     for name, run in (("stage 1 KL", lambda m: CompressionObjective(m, "kl")(batches["examples"]).backward()),
-                      ("stage 3 GradCache", lambda m: CachedInfoNCE(m, chunk_size=2).backward(*batches["triple"]))):
+                      ("stage 3 GradCache", lambda m: CachedInfoNCE(m, chunk_size=2)(batches["triple"]).backward())):
         title = f"gradient checkpointing: same gradients, {name}"
         with report.section(arch, title, "rel. <= 1e-5"):
             grads = []
@@ -427,12 +431,6 @@ def recipe_worker(config_path: str, output_dir: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_recipes(config: Path, work: Path, variant: str) -> dict:
     """variant: 'cpu' (CUDA hidden), 'device' (whatever the process sees) or 'fsdp' (1-process FSDP)."""
     out, output_dir = work / f"recipes-{variant}.json", work / f"run-{variant}"
@@ -446,14 +444,10 @@ def run_recipes(config: Path, work: Path, variant: str) -> dict:
                     "FSDP_TRANSFORMER_CLS_TO_WRAP": DECODER_LAYERS["llama"], "FSDP_USE_ORIG_PARAMS": "true",
                     "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT", "FSDP_SYNC_MODULE_STATES": "true"})
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
-                   str(free_port()), str(Path(__file__).resolve())]
+                   str(harness.free_port()), str(Path(__file__).resolve())]
     command += ["--worker", "recipes", "--worker-config", str(config), "--worker-output", str(output_dir),
                 "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)
-    if done.returncode:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError(f"{variant} pipeline failed (exit {done.returncode}): " + " | ".join(lines[-3:]))
-    return json.loads(out.read_text())
+    return harness.run_child(command, f"{variant} pipeline", env=env, timeout=420, result_file=out)
 
 
 def check_recipes(report: Report, work: Path, model_dir: Path, cuda: bool) -> None:
@@ -486,23 +480,6 @@ def check_recipes(report: Report, work: Path, model_dir: Path, cuda: bool) -> No
 
 
 # ------------------------------------------------------------------------------------ speed
-def matmul_rate(device: str, dtype, size: int, seconds: float) -> float:
-    import torch
-
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(10):
-            a @ b
-        sync(device)
-        runs += 10
-    return 2 * size**3 * runs / (time.perf_counter() - start)
-
-
 def sdpa_ops(fn) -> list[str]:
     """The aten scaled-dot-product ops `fn()` ran (the kernel SDPA chose)."""
     from torch.profiler import ProfilerActivity, profile
@@ -530,7 +507,7 @@ def reset_peak(device: str) -> None:
 
 def plan_for(config, stage: str, **values) -> dict:
     from llm2comp.planning import Hardware, plan_stage, shape_from_config
-    from llm2comp.training.config import StageConfig
+    from llm2comp.recipes.stage_config import stage_config as StageConfig
 
     split = values.pop("split", None)
     device = values.pop("device", "cuda")
@@ -543,7 +520,8 @@ def stage1_speed(report: Report, shape: dict, encoder_config, tokenizer, device:
     import torch
 
     from llm2comp import LoraSettings
-    from llm2comp.training.compression import CompressionExample, CompressionObjective
+    from llm2comp.data.compression_examples import CompressionExample
+    from llm2comp.losses.compression import CompressionObjective
 
     dtype, batch, k, text = shape["dtype"], shape["batch"], shape["k"], shape["text_tokens"]
     context = text // 2
@@ -586,7 +564,7 @@ def stage1_speed(report: Report, shape: dict, encoder_config, tokenizer, device:
                 optimizer.zero_grad(set_to_none=True)
                 sync(device)
                 times.append(time.perf_counter() - started)
-            seconds = sorted(times[1:])[len(times[1:]) // 2]
+            seconds = harness.median(times, skip=1, what=name)
             plan = plan_for(encoder_config, "pretrain", num_memory_tokens=k, max_length=text + k + 1, lora=lora,
                             batch_size=batch, dtype="bfloat16" if dtype == torch.bfloat16 else "float32",
                             mixed_precision="bf16" if device.startswith("cuda") else "no",
@@ -680,14 +658,17 @@ def stage3_speed(report: Report, shape: dict, encoder_config, tokenizer, device:
                     else contextlib.nullcontext())
         loss = CachedInfoNCE(model, chunk_size=chunk)
         with autocast:  # warm-up at one chunk
-            loss.backward(texts(chunk, q_len), texts(chunk, d_len), texts(chunk, d_len))
+            warm_up = loss((texts(chunk, q_len), texts(chunk, d_len), texts(chunk, d_len)))
+        warm_up.backward()
         optimizer.zero_grad(set_to_none=True)
         reset_peak(device)
         groups = (texts(batch, q_len), texts(batch, d_len), texts(batch, d_len))
         sync(device)
         started = time.perf_counter()
         with autocast:
-            value = float(loss.backward(*groups))
+            step_loss = loss(groups)
+        step_loss.backward()  # GradCache's chunk re-embeddings run here, under the forward's autocast
+        value = float(step_loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync(device)
@@ -861,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
             shape = shapes(args.cpu_tiny)
             encoder_config = llama_config(**shape["model"])
             dtype, size, seconds = shape["matmul"]
-            rate = matmul_rate(device, dtype, size, seconds)
+            rate = harness.matmul_ceiling(size, seconds, dtype=dtype, device=device).flops
             report.add("speed", f"matmul rate ({str(dtype).replace('torch.', '')}, {size}^3)", None,
                        {"tflops": rate / 1e12})
             with report.section("speed", "stage-1 KL step"):

@@ -18,13 +18,15 @@ import json
 import os
 import time
 
+import harness
 import torch
 
 from llm2comp.atomic import atomic_write_bytes
 from llm2comp.evaluation import Embedder
 from llm2comp.evaluation.long_documents import long_document_task
 from llm2comp.evaluation.runner import load_model
-from llm2comp.models.long_texts import plan_windows, window_budget
+from llm2comp.models.layout import model_text_budget
+from llm2comp.models.long_texts import plan_windows
 
 MODES = ("truncate", "segments", "multivector")
 
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
     model.config.max_length = args.max_length
     task = long_document_task(args.articles, args.seed, skip_words=args.skip_words, min_words=args.min_words,
                               max_words=args.max_words)
-    budget = window_budget(args.max_length, len(model.prefix_ids()), model.num_memory_tokens)
+    budget = model_text_budget(model, args.max_length)
     lengths = [len(ids) for ids in model.tokenizer(task.corpus, add_special_tokens=False)["input_ids"]]
     windows = sum(len(plan_windows(n, budget, args.overlap)) for n in lengths)
     setup = {"model": args.model, "pooling": model.config.pooling, "num_memory_tokens": model.num_memory_tokens,
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     rows = []
     for mode in args.modes.split(","):
         embed = Embedder(model, batch_size=args.batch_size, show_progress_bar=False, long_texts=mode,
-                         overlap=args.overlap)
+                         overlap=None if mode == "truncate" else args.overlap)  # truncate cuts no windows
         start = time.perf_counter()
         (embed.windows if mode == "multivector" else embed)(task.corpus, None)
         corpus_s = time.perf_counter() - start
@@ -75,13 +77,12 @@ def main(argv=None) -> int:
                      "recall_at_10": metrics["recall_at_10"], "corpus_s": round(corpus_s, 1),
                      "total_s": round(total_s, 1), "load_average_after": round(os.getloadavg()[0], 2)})
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| long_texts | nDCG@10 | MRR@10 | recall@10 | corpus encoding, s | x truncate |")
-    print("|---|---:|---:|---:|---:|---:|")
-    base = next((r["corpus_s"] for r in rows if r["mode"] == "truncate"), None)
-    for r in rows:
-        ratio = f"{r['corpus_s'] / base:.1f}x" if base else "-"
-        print(f"| {r['mode']} | {100 * r['ndcg_at_10']:.2f} | {100 * r['mrr_at_10']:.2f} | "
-              f"{100 * r['recall_at_10']:.2f} | {r['corpus_s']:.1f} | {ratio} |")
+    base = next((r["corpus_s"] for r in rows if r["mode"] == "truncate"), None)  # "-" without a truncate run
+    print("\n" + harness.markdown_table(
+        ["long_texts", "nDCG@10", "MRR@10", "recall@10", "corpus encoding, s", "x truncate"],
+        [[r["mode"], f"{100 * r['ndcg_at_10']:.2f}", f"{100 * r['mrr_at_10']:.2f}", f"{100 * r['recall_at_10']:.2f}",
+          f"{r['corpus_s']:.1f}", harness.format_ratio(harness.ratio(r["corpus_s"], base), digits=1)] for r in rows],
+        align="lrrrrr"))
     atomic_write_bytes(args.output, (json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n").encode())
     return 0
 

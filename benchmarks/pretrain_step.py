@@ -18,26 +18,12 @@ LM head on the positions the loss uses (P = non-embedding parameters). The fp32 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import statistics
-import subprocess
 import sys
 import time
 
+import harness
+
 SEQ_CONTEXT, SEQ_CONTINUATION, BATCH, K = 64, 64, 8, 8
-
-
-def matmul_ceiling(seconds: float = 3.0) -> float:
-    import torch
-
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        runs += 1
-    return 2 * 2048**3 * runs / (time.perf_counter() - start) / 1e9
 
 
 def worker(variant: str, steps: int) -> dict:
@@ -45,8 +31,9 @@ def worker(variant: str, steps: int) -> dict:
 
     from llm2comp import LLM2Comp, LoraSettings
     from llm2comp.data import load_corpus
+    from llm2comp.data.compression_examples import CompressionExample
+    from llm2comp.losses.compression import CompressionObjective
     from llm2comp.models.backbone import load_causal_lm
-    from llm2comp.training.compression import CompressionExample, CompressionObjective
 
     torch.manual_seed(0)
     model = LLM2Comp.from_pretrained("smollm2-135m", num_memory_tokens=K)
@@ -55,7 +42,7 @@ def worker(variant: str, steps: int) -> dict:
     if variant == "two-copy":
         decoder, _, _ = load_causal_lm("smollm2-135m")
         decoder.requires_grad_(False)
-    rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_model = harness.peak_rss_mb()
     need = SEQ_CONTEXT + SEQ_CONTINUATION
     corpus = load_corpus("wiki_default", tokenizer=model.tokenizer, seed=0, limit=BATCH * (steps + 1) * 3)
     rows = [r[:need] for r in model.tokenizer(corpus.texts, add_special_tokens=False)["input_ids"] if len(r) >= need]
@@ -75,10 +62,10 @@ def worker(variant: str, steps: int) -> dict:
     teacher_tokens = BATCH * (1 + need)
     head = 2 * hidden * vocab * BATCH * SEQ_CONTINUATION * 3  # student fwd + bwd, teacher fwd
     flops = 2 * non_embedding * (2 * encoder_tokens + 2 * student_tokens + teacher_tokens) + head
-    median = statistics.median(times[1:])
+    median = harness.median(times, skip=1, what=f"{variant} s/step")
     return {"variant": variant, "s_per_step": median, "tokens_per_s": (encoder_tokens + student_tokens
             + teacher_tokens) / median, "gflops": flops / median / 1e9, "rss_model_mb": rss_model,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps": steps}
+            "peak_rss_mb": harness.peak_rss_mb(), "steps": steps}
 
 
 def main() -> None:
@@ -89,25 +76,22 @@ def main() -> None:
     args = parser.parse_args()
     steps = 1 if args.quick else args.steps
     if args.worker:
-        print(json.dumps(worker(args.worker, steps)))
+        harness.emit(worker(args.worker, steps))
         return
-    ceiling = matmul_ceiling()
-    results = {}
-    for variant in ("one-copy", "two-copy"):
-        out = subprocess.run([sys.executable, __file__, "--worker", variant, "--steps", str(steps)],
-                             capture_output=True, text=True, check=True)
-        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
-    ceiling_after = matmul_ceiling()
+    ceiling = harness.matmul_ceiling().flops / 1e9
+    results = {variant: harness.run_child([sys.executable, __file__, "--worker", variant, "--steps", str(steps)],
+                                          variant) for variant in ("one-copy", "two-copy")}
+    ceiling_after = harness.matmul_ceiling().flops / 1e9
     print(f"fp32 matmul ceiling: {ceiling:.1f} GFLOP/s before, {ceiling_after:.1f} after\n")
-    print("| variant | s/step | tokens/s | GFLOP/s | % of ceiling | RSS after load (MB) | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|")
     best = max(ceiling, ceiling_after)
-    for r in results.values():
-        print(f"| {r['variant']} | {r['s_per_step']:.2f} | {r['tokens_per_s']:.0f} | {r['gflops']:.1f} | "
-              f"{100 * r['gflops'] / best:.0f}% | {r['rss_model_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
-    one, two = results["one-copy"], results["two-copy"]
-    print(f"\npeak RSS one-copy / two-copy = {one['peak_rss_mb'] / two['peak_rss_mb']:.2f}; "
-          f"time one-copy / two-copy = {one['s_per_step'] / two['s_per_step']:.2f}")
+    print(harness.markdown_table(
+        ["variant", "s/step", "tokens/s", "GFLOP/s", "% of ceiling", "RSS after load (MB)", "peak RSS (MB)"],
+        [[r["variant"], f"{r['s_per_step']:.2f}", f"{r['tokens_per_s']:.0f}", f"{r['gflops']:.1f}",
+          f"{100 * r['gflops'] / best:.0f}%", f"{r['rss_model_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+         for r in results.values()]))
+    peak = harness.ratios(results, "two-copy", "peak_rss_mb")["one-copy"]
+    step = harness.ratios(results, "two-copy", "s_per_step")["one-copy"]
+    print(f"\npeak RSS one-copy / two-copy = {peak:.2f}; time one-copy / two-copy = {step:.2f}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import base64
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,10 +37,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import harness
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode import load_texts  # noqa: E402
+from encode import load_texts
 
 MODEL_NAME = "bench"
 
@@ -60,35 +58,18 @@ def worker_offline(args) -> None:
     embeddings = model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     seconds = time.perf_counter() - start
     np.save(args.out, embeddings)
-    print("RESULT " + json.dumps({"seconds": seconds, "peak_rss_mb": _vm_kb(os.getpid(), "VmHWM") / 1024}),
-          flush=True)
+    harness.emit({"seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()})
 
 
 def run_offline(args, texts_file: str, out: str) -> dict:
     command = [sys.executable, __file__, "--worker", "offline", "--texts-file", texts_file, "--out", out,
                "--model", args.model, "--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=_env(args))
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"offline encode failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return harness.run_child(command, "offline encode", env=_env(args))
 
 
 # ---------------------------------------------------------------------------------------- server
 def _env(args) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false",
-                HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-
-
-def _vm_kb(pid: int, field: str) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", status, flags=re.M).group(1))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return harness.child_env(OMP_NUM_THREADS=str(args.threads))
 
 
 def _get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
@@ -174,14 +155,14 @@ def _metric_sum(text: str, name: str) -> float:
 
 
 def run_server(args, texts: list[str], clients: int) -> dict:
-    port = _free_port()
+    port = harness.free_port()
     process = start_server(args, port)
     try:
-        rss_ready = _vm_kb(process.pid, "VmRSS") / 1024
+        rss_ready = harness.rss_mb(process.pid)
         asyncio.run(_load(port, texts[:4], 1, 600, 4))  # warm-up, as offline does
         load = asyncio.run(_load(port, texts, clients, args.max_seconds, args.texts_per_request))
         metrics = _get(port, "/metrics")[1]
-        peak = _vm_kb(process.pid, "VmHWM") / 1024
+        peak = harness.peak_rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait(60)
@@ -210,16 +191,16 @@ def markdown(rows: list[dict], offline: list[dict], n_texts: int) -> str:
     times = ", ".join(f"{run['seconds']:.1f}" for run in offline)
     lines = [f"offline encode of the {n_texts} texts, one run before, between and after the server runs: {times} s "
              f"(peak RSS {max(r['peak_rss_mb'] for r in offline):,.0f} MB)", "",
-             "| clients | run | texts/s | vs offline (neighbours) | p50 latency | p99 latency | errors "
-             "| server peak RSS | inputs / forward pass | max abs diff vs offline |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in sorted(rows, key=lambda r: (-r["clients"], r["repeat"])):
-        lines.append(f"| {row['clients']} | {row['repeat'] + 1} | {row['texts_per_s']:.2f} | "
-                     f"**{row['ratio']:.2f}x** | {row['p50_s']:.2f} s | {row['p99_s']:.2f} s | {row['errors']} | "
-                     f"{row['peak_rss_mb']:,.0f} MB | {row['mean_inputs_per_pass']:.1f} | {row['max_abs_diff']:.1e} |")
+             harness.markdown_table(
+                 ["clients", "run", "texts/s", "vs offline (neighbours)", "p50 latency", "p99 latency", "errors",
+                  "server peak RSS", "inputs / forward pass", "max abs diff vs offline"],
+                 [[row["clients"], row["repeat"] + 1, f"{row['texts_per_s']:.2f}", f"**{row['ratio']:.2f}x**",
+                   f"{row['p50_s']:.2f} s", f"{row['p99_s']:.2f} s", row["errors"], f"{row['peak_rss_mb']:,.0f} MB",
+                   f"{row['mean_inputs_per_pass']:.1f}", f"{row['max_abs_diff']:.1e}"]
+                  for row in sorted(rows, key=lambda r: (-r["clients"], r["repeat"]))], align="r" * 10)]
     for clients in sorted({row["clients"] for row in rows}, reverse=True):
         ratios = [row["ratio"] for row in rows if row["clients"] == clients]
-        lines.append(f"\n- {clients} clients: median ratio to offline **{statistics.median(ratios):.2f}x** "
+        lines.append(f"\n- {clients} clients: median ratio to offline **{harness.median(ratios):.2f}x** "
                      f"over {len(ratios)} run(s) (target >= 0.8x)")
     return "\n".join(lines)
 
@@ -275,7 +256,7 @@ def main(argv=None) -> None:
                 save()
     for row in rows:  # each server run against the offline runs just before and just after it
         neighbours = offline[row["offline_before"]:row["offline_before"] + 2]
-        row["ratio"] = row["texts_per_s"] / statistics.mean(run["texts_per_s"] for run in neighbours)
+        row["ratio"] = harness.ratio(row["texts_per_s"], statistics.mean(run["texts_per_s"] for run in neighbours))
     save()
     print(markdown(rows, offline, len(texts)))
 

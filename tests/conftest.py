@@ -20,6 +20,9 @@ VOCAB = 49152
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # several processes are always slow (`make test-fast` skips `slow`)
+        if "multiprocess" in item.keywords:
+            item.add_marker(pytest.mark.slow)
     if os.environ.get("LLM2COMP_REAL_MODEL") == "1":
         return
     skip = pytest.mark.skip(reason="real-model test: set LLM2COMP_REAL_MODEL=1 to run")

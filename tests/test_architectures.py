@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from llm2comp import LLM2Comp, LoraSettings
-from llm2comp.training.compression import CompressionObjective, make_example
+from llm2comp.data.compression_examples import make_example
+from llm2comp.losses.compression import CompressionObjective
 
 from .conftest import TINY_ARCHES, randomize_lora
 

@@ -88,6 +88,21 @@ def test_eval_keeps_the_main_results_when_the_compared_model_fails_to_load(sts_s
     assert "the comparison failed" in capsys.readouterr().out
 
 
+def test_eval_compare_with_a_model_matches_two_separate_runs(sts_suite, tiny_llama_dir, tmp_path, capsys):
+    base = ["eval", "--model", str(tiny_llama_dir), "--suite", str(sts_suite), "--no-diagnostics"]
+    assert main([*base, "--pooling", "mean", "--output", str(tmp_path / "ab"), "--compare", str(tiny_llama_dir),
+                 "--compare-pooling", "last"]) == 0
+    printed = capsys.readouterr().out
+    assert "now evaluating" in printed and f"compared with {tiny_llama_dir} (last)" in printed
+    assert main([*base, "--pooling", "mean", "--output", str(tmp_path / "a")]) == 0
+    assert main([*base, "--pooling", "last", "--output", str(tmp_path / "b")]) == 0
+    compared, a, b = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("ab", "a", "b"))
+    row = compared["comparison"]["rows"][0]
+    assert (row["a"], row["b"]) == (a["tasks"][0]["main_score"], b["tasks"][0]["main_score"]) and row["a"] != row["b"]
+    assert compared["compared_with"]["model"]["pooling"] == "last" and compared["settings"] == a["settings"]
+    assert "## Comparison:" in (tmp_path / "ab" / "report.md").read_text()
+
+
 def test_eval_compare_saved_results_refuses_compare_pooling(sts_suite, tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "first"
     assert main(["eval", "--model", str(tiny_llama_dir), "--pooling", "mean", "--suite", str(sts_suite),
@@ -99,7 +114,7 @@ def test_eval_compare_saved_results_refuses_compare_pooling(sts_suite, tiny_llam
 
 # ------------------------------------------------------------------------------------------------ eval --instructions
 def test_eval_instructions_for_unknown_tasks_are_refused(sts_suite, tiny_llama_dir, tmp_path, capsys, no_model_load):
-    from llm2comp.evaluation import evaluate
+    from llm2comp.evaluation import EvalSettings, evaluate
 
     (tmp_path / "instructions.yaml").write_text("TinySTS: Retrieve similar text\nTinySTSS: typo\nOther: x\n")
     assert main(["eval", "--model", str(tiny_llama_dir), "--suite", str(sts_suite), "--instructions",
@@ -107,7 +122,7 @@ def test_eval_instructions_for_unknown_tasks_are_refused(sts_suite, tiny_llama_d
     err = capsys.readouterr().err
     assert "instructions name task(s) not in the tiny suite: ['Other', 'TinySTSS']; its tasks are ['TinySTS']" in err
     with pytest.raises(UnknownName, match=r"not in the offline suite: \['Nope'\]; its tasks are \['LeeDocSim'"):
-        evaluate(str(tiny_llama_dir), "offline", instructions={"Nope": ""}, max_items=4)
+        evaluate(str(tiny_llama_dir), "offline", EvalSettings(instructions={"Nope": ""}, max_items=4))
     (tmp_path / "empty.yaml").write_text("")
     assert main(["eval", "--model", str(tiny_llama_dir), "--suite", str(sts_suite), "--instructions",
                  str(tmp_path / "empty.yaml")]) == 2
@@ -423,17 +438,17 @@ def test_suite_task_instruction_and_name_must_be_text(tmp_path):
     ({"long_texts": "windows"}, "long_texts must be one of"),
     ({"instructions": ["LeeDocSim"]}, "instructions must be a dict of task name -> instruction text"),
 ])
-def test_evaluate_checks_its_settings_before_loading(settings, message, no_model_load):
+def test_eval_settings_are_checked_when_made(settings, message, no_model_load):
     from llm2comp.errors import LLM2CompError
-    from llm2comp.evaluation import evaluate
+    from llm2comp.evaluation import EvalSettings
 
     with pytest.raises(LLM2CompError) as error:
-        evaluate("any-model", "offline", **settings)
+        EvalSettings(**settings)
     assert message in str(error.value)
 
 
 def test_instructions_and_suite_files_may_be_pipes(sts_suite, tiny_llama_dir):
-    from llm2comp.evaluation import evaluate
+    from llm2comp.evaluation import EvalSettings, evaluate
     from llm2comp.yaml_files import read_yaml
 
     read, write = os.pipe()  # `--instructions <(echo 'TinySTS: Find similar text')`
@@ -443,8 +458,9 @@ def test_instructions_and_suite_files_may_be_pipes(sts_suite, tiny_llama_dir):
         assert read_yaml(f"/dev/fd/{read}", "instructions file") == {"TinySTS": "Find similar text"}
     finally:
         os.close(read)
-    results = evaluate(str(tiny_llama_dir), sts_suite, pooling="mean", instructions={"TinySTS": "Find similar text"},
-                       diagnostics=False, show_progress_bar=False)
+    settings = EvalSettings(pooling="mean", instructions={"TinySTS": "Find similar text"}, diagnostics=False,
+                            show_progress_bar=False)
+    results = evaluate(str(tiny_llama_dir), sts_suite, settings)
     assert results["tasks"][0]["instruction"] == "Find similar text"
 
 

@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llm2comp.data.compression_examples import make_example, split_point
+from llm2comp.losses.compression import CompressionObjective
 from llm2comp.losses.kl_continuation import kl_continuation_loss
 from llm2comp.losses.nll_continuation import token_nll_loss
 from llm2comp.models.backbone import load_causal_lm
-from llm2comp.training.compression import CompressionObjective, make_example, split_point
 
 from .conftest import TINY_ARCHES
 

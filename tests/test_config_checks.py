@@ -11,8 +11,9 @@ from llm2comp.errors import ConfigError, OutputError
 from llm2comp.recipes import run_stage
 from llm2comp.recipes.pipeline import load_pipeline
 from llm2comp.recipes.pretrain import run_pretrain
+from llm2comp.recipes.stage_config import load_stage_config
+from llm2comp.recipes.stage_config import stage_config as StageConfig
 from llm2comp.training.checkpoint import list_checkpoints
-from llm2comp.training.config import StageConfig, load_stage_config
 
 from .training_helpers import tiny_stage_config, write_corpus
 
@@ -46,7 +47,7 @@ def test_a_stage_rejects_keys_it_does_not_read(tmp_path, text, stage, key):
     ("objective: kll\n", r"objective must be one of kl, nll, reconstruction, mntp, got 'kll'"),
     ("lora: {alpah: 8}\n", r"c.yaml:1: lora: unknown key\(s\) \['alpah'\]"),
     ("lora: 5\n", r"c.yaml:1: lora must be a mapping"),
-    ("lora: {r: 0}\n", r"lora.r must be a whole number >= 1, got 0"),
+    ("lora: {r: 0}\n", r"c.yaml:1: lora.r must be >= 1, got 0"),
     ("data: {type: text, pth: x.txt}\n", r"c.yaml:1: data: unknown data source key\(s\) \['pth'\]"),
     ("stage: pretrain\nlora: {r: 4\nlr: 1\n", r"c.yaml:3:3: invalid YAML: .*expected ',' or '}'"),
     ("- a list\n", r"c.yaml: expected a mapping of keys to values, got list"),
@@ -58,8 +59,8 @@ def test_values_are_typed_and_errors_name_file_line_and_key(tmp_path, text, mess
 
 def test_numbers_are_read_as_their_type(tmp_path):
     cfg = load_stage_config(config_file(tmp_path, "lr: 3e-5\nweight_decay: 0\nmax_grad_norm: null\n"))
-    assert (cfg.lr, cfg.weight_decay, cfg.max_grad_norm) == (3e-5, 0.0, None)  # YAML 1.1 reads 3e-5 as text
-    assert isinstance(cfg.weight_decay, float)
+    assert (cfg.loop.lr, cfg.loop.weight_decay, cfg.loop.max_grad_norm) == (3e-5, 0.0, None)  # YAML 1.1 reads 3e-5 as text
+    assert isinstance(cfg.loop.weight_decay, float)
     supervised = StageConfig(stage="supervised", data={"type": "wiki_demo"}).to_dict()
     assert "query_max_length" in supervised and "objective" not in supervised and "min_chars" not in supervised
 
@@ -68,7 +69,7 @@ def test_stage_flag_and_file_must_agree(tmp_path):
     path = config_file(tmp_path, "stage: pretrain\nmax_steps: 3\n")
     with pytest.raises(ConfigError, match=r"c.yaml:1: the file is a 'pretrain' config but --stage supervised"):
         load_stage_config(path, stage="supervised")
-    assert load_stage_config(path, stage="pretrain").max_steps == 3
+    assert load_stage_config(path, stage="pretrain").loop.max_steps == 3
 
 
 def test_pipeline_keys_are_checked_where_they_are_written(tmp_path):
@@ -86,7 +87,7 @@ def test_pipeline_keys_are_checked_where_they_are_written(tmp_path):
             load_pipeline(config_file(tmp_path, yaml.safe_dump(data), "p.yaml"))
     shared = {**base, "temperature": 0.1, "stages": {"pretrain": {}, "unsupervised": {}}}
     configs = load_pipeline(config_file(tmp_path, yaml.safe_dump(shared), "p.yaml"), ["--pretrain.lr", "1e-3"])
-    assert configs[1].temperature == 0.1 and configs[0].lr == 1e-3  # shared keys go to the stages that read them
+    assert configs[1].temperature == 0.1 and configs[0].loop.lr == 1e-3  # shared keys go to the stages that read them
 
 
 def test_train_checks_the_output_folder_before_loading_anything(tiny_llama_dir, tmp_path, monkeypatch, capsys):

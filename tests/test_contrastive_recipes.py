@@ -1,7 +1,6 @@
 """Stages 2 and 3 on a tiny model, and the three-stage pipeline from one config."""
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -12,29 +11,9 @@ from llm2comp.data.instructions import E5_INSTRUCTIONS
 from llm2comp.recipes.pipeline import load_pipeline, run_pipeline
 from llm2comp.recipes.supervised import load_pair_set
 
-from .training_helpers import WORDS, write_corpus
+from .training_helpers import write_corpus, write_pairs, write_sentences
 
 TEXTS = ["river city music", "a garden in winter", "the planet and the ocean"]
-
-
-def write_sentences(path, n=24, seed=1):
-    rng = random.Random(seed)
-    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))) + f" number {i}."
-                              for i in range(n)) + "\n")
-    return path
-
-
-def write_pairs(path, n=24, seed=2):
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        topic = rng.choice(WORDS)
-        rows.append({"query": f"what about the {topic} {i}?",
-                     "positive": f"The {topic} {i} is " + " ".join(rng.choice(WORDS) for _ in range(8)) + ".",
-                     "negative": "Unrelated: " + " ".join(rng.choice(WORDS) for _ in range(8)) + ".",
-                     "task": "msmarco_passage"})
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -60,7 +39,7 @@ def pipeline_file(tiny_llama_dir, tmp_path):
 def test_pipeline_chains_three_stages_and_reuses_finished_ones(pipeline_file, tmp_path):
     configs = load_pipeline(pipeline_file, ["--supervised.max_steps", "3"])
     assert [c.stage for c in configs] == ["pretrain", "unsupervised", "supervised"]
-    assert configs[1].model == str(tmp_path / "run" / "pretrain" / "model") and configs[2].max_steps == 3
+    assert configs[1].model == str(tmp_path / "run" / "pretrain" / "model") and configs[2].loop.max_steps == 3
     final = run_pipeline(configs)
     assert final == tmp_path / "run" / "supervised" / "model"
     saved = json.loads((final / "llm2comp_config.json").read_text())

@@ -7,8 +7,9 @@ import yaml
 
 from llm2comp.cli.main import main
 
-from .test_contrastive_recipes import write_sentences
-from .training_helpers import write_corpus
+from .training_helpers import write_corpus, write_sentences
+
+pytestmark = pytest.mark.slow  # the demo twice
 
 
 def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp_path, capsys):
@@ -26,7 +27,8 @@ def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp
     argv = ["demo", "--config", str(tmp_path / "demo.yaml"), "--eval-items", "12"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| backbone (mean) | after pretrain | after unsupervised |" in out and "| **average**" in out
+    assert "| backbone (mean) | TF-IDF+SVD (256) | after pretrain | after unsupervised |" in out
+    assert "| **average**" in out
     assert "query: " in out
     trained = json.loads((tmp_path / "run" / "eval" / "trained" / "results.json").read_text())
     after_pretrain = json.loads((tmp_path / "run" / "eval" / "after-pretrain" / "results.json").read_text())
@@ -36,6 +38,11 @@ def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp
     assert main(argv) == 0  # second run: stages and evaluations reused
     again = capsys.readouterr().out
     assert again.count("reusing") >= 3 and "train:" not in again
+    assert "(same model, suite and settings)" in again and "evaluating again" not in again
+    assert main([*argv[:-1], "8"]) == 0  # other settings: evaluated again, training still reused
+    third = capsys.readouterr().out
+    assert third.count("differ in: settings (max_items)") == 4 and "train:" not in third  # 3 + the tfidf baseline
+    assert json.loads((tmp_path / "run" / "eval" / "trained" / "results.json").read_text())["settings"]["max_items"] == 8
 
 
 def test_demo_checks_its_arguments_before_any_work(tmp_path, monkeypatch, capsys):

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from llm2comp import LLM2Comp, LoraSettings
-from llm2comp.distributed import all_gather_with_grad, all_reduce_mean
+from llm2comp.distributed import all_gather_with_grad
 from llm2comp.losses.cached_info_nce import CachedInfoNCE
 from llm2comp.losses.info_nce import InfoNCE, embed, info_nce
 
@@ -73,7 +73,11 @@ def step(model, loss_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
                 dist.all_reduce(grad)
                 grad /= dist.get_world_size()
             grads[name] = grad
-    return all_reduce_mean(value.detach()), grads
+    value = value.detach().clone()
+    if dist.is_initialized():
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value, grads
 
 
 def worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
@@ -87,13 +91,13 @@ def worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
         local = [model.tokenize(texts[rank * n:(rank + 1) * n])[0] for texts in global_batch()]
         cached = CachedInfoNCE(model, chunk_size=3)
         results = {
-            "plain": step(model, lambda: InfoNCE(model).backward(*local)),
-            "cached": step(model, lambda: cached.backward(*local)),
+            "plain": step(model, lambda: _backward(InfoNCE(model)(local))),
+            "cached": step(model, lambda: _backward(cached(local))),
             "constant": step(model, lambda: _backward(constant_gather_loss(model, *local))),
         }
         for name, keep in UNEVEN_NEGATIVES.items():  # rank 1 keeps fewer hard negatives
             negatives = local[2] if rank == 0 else local[2][:keep]
-            results[name] = step(model, lambda: cached.backward(local[0], local[1], negatives))
+            results[name] = step(model, lambda: _backward(cached((local[0], local[1], negatives))))
         try:
             all_gather_with_grad(torch.zeros(2 + rank, 3), equal_sizes=True)
         except ValueError as error:
@@ -132,10 +136,10 @@ def test_two_processes_equal_one_process(tiny_llama_dir, tmp_path):
     try:
         model = build_model(tiny_llama_dir)
         full = [model.tokenize(texts)[0] for texts in global_batch()]
-        single = step(model, lambda: InfoNCE(model).backward(*full))
-        single_cached = step(model, lambda: CachedInfoNCE(model, chunk_size=3).backward(*full))
+        single = step(model, lambda: _backward(InfoNCE(model)(full)))
+        single_cached = step(model, lambda: _backward(CachedInfoNCE(model, chunk_size=3)(full)))
         half = GLOBAL_BATCH // WORLD
-        uneven = {name: step(model, lambda k=keep: InfoNCE(model).backward(*full[:2], full[2][:half + k]))
+        uneven = {name: step(model, lambda k=keep: _backward(InfoNCE(model)((*full[:2], full[2][:half + k]))))
                   for name, keep in UNEVEN_NEGATIVES.items()}
     finally:
         torch.set_num_threads(threads)
@@ -156,4 +160,3 @@ def test_gather_without_process_group_is_identity():
     tensor = torch.randn(3, 4, requires_grad=True)
     gathered, offset = all_gather_with_grad(tensor)
     assert gathered is tensor and offset == 0
-    assert all_reduce_mean(torch.tensor(2.0)).item() == 2.0

@@ -127,10 +127,11 @@ def test_paper14_offline_raises_a_clear_error(monkeypatch):
 
 def test_evaluate_paper14_path_with_local_tasks(model, monkeypatch, tmp_path):
     import llm2comp.evaluation.mteb_adapter as adapter
-    from llm2comp.evaluation import evaluate
+    from llm2comp.evaluation import EvalSettings, evaluate
 
     monkeypatch.setattr(adapter, "load_mteb_suite", lambda suite: [LocalSTS(), LocalRetrieval()])
-    results = evaluate(model, "paper14", tmp_path, instructions={"LocalSTS": ""}, show_progress_bar=False)
+    settings = EvalSettings(instructions={"LocalSTS": ""}, show_progress_bar=False)
+    results = evaluate(model, "paper14", settings, output_dir=tmp_path)
     assert results["suite"] == "paper14" and [r["task_name"] for r in results["tasks"]] == ["LocalSTS",
                                                                                              "LocalRetrieval"]
     assert results["tasks"][0]["instruction"] is None  # switched off by the mapping

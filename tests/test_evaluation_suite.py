@@ -7,7 +7,7 @@ import pytest
 
 from llm2comp import LLM2Comp
 from llm2comp.cli.main import main
-from llm2comp.evaluation import Embedder, evaluate, load_results, memory_states
+from llm2comp.evaluation import Embedder, EvalSettings, compare_models, evaluate, load_results, memory_states
 from llm2comp.evaluation.offline_suite import OFFLINE_TASK_NAMES, offline_tasks
 from llm2comp.evaluation.packaged_data import lee_documents, polarity_sentences
 
@@ -22,7 +22,8 @@ def tiny(tiny_llama_dir):
 @pytest.fixture(scope="module")
 def first_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "tiny"
-    return evaluate(tiny, "offline", out, max_items=MAX_ITEMS, name="tiny", show_progress_bar=False), out
+    settings = EvalSettings(max_items=MAX_ITEMS, show_progress_bar=False)
+    return evaluate(tiny, "offline", settings, output_dir=out, name="tiny"), out
 
 
 def test_packaged_data_reads_without_importing_the_packages():
@@ -93,8 +94,8 @@ def test_memory_states_shape(tiny):
 
 def test_compare_with_saved_results_and_baseline_model(first_run, tiny_llama_dir, tmp_path):
     _, saved = first_run
-    results = evaluate(str(tiny_llama_dir), "offline", tmp_path / "mean", pooling="mean", max_items=MAX_ITEMS,
-                       compare=saved, show_progress_bar=False)
+    settings = EvalSettings(pooling="mean", max_items=MAX_ITEMS, show_progress_bar=False)
+    results = compare_models(str(tiny_llama_dir), saved, "offline", settings, output_dir=tmp_path / "mean")
     comparison = results["comparison"]
     assert comparison["label_b"] == "tiny (memory_mean)" and comparison["shared_tasks"] == len(OFFLINE_TASK_NAMES)
     row = comparison["rows"][0]

@@ -37,7 +37,7 @@ def free_port() -> int:
 def build_objective(model_dir: str):
     """The stage-1 objective on a tiny Llama: fresh-seeded non-zero LoRA, trainable memory vectors."""
     from llm2comp import LLM2Comp, LoraSettings
-    from llm2comp.training.compression import CompressionObjective
+    from llm2comp.losses.compression import CompressionObjective
 
     from .conftest import randomize_lora
 
@@ -49,7 +49,7 @@ def build_objective(model_dir: str):
 
 
 def examples():
-    from llm2comp.training.compression import make_example
+    from llm2comp.data.compression_examples import make_example
 
     rows = [[(7 * i + 13 * j) % 3000 + 100 for j in range(24 + i % 6)] for i in range(16)]
     return [make_example(row, "kl", 0, i) for i, row in enumerate(rows)]
@@ -312,7 +312,7 @@ def bf16_worker(rank: int, port: int, model_dir: str, out: str) -> None:
 def bf16_objective(model_dir: str):
     """The paper's precision: bf16 backbone weights, float32 LoRA and memory vectors in the same units."""
     from llm2comp import LLM2Comp, LoraSettings
-    from llm2comp.training.compression import CompressionObjective
+    from llm2comp.losses.compression import CompressionObjective
 
     encoder = LLM2Comp.from_pretrained(model_dir, num_memory_tokens=2, max_length=64, dtype=torch.bfloat16)
     encoder.add_lora(LoraSettings(r=4, alpha=8, dropout=0.0))
@@ -343,7 +343,9 @@ def gradcache_worker(rank: int, port: int, model_dir: str, out: str) -> None:
         shard_like_accelerate(model, WORLD)
         half = len(contrastive_batch()[0]) // WORLD
         local = [group[rank * half:(rank + 1) * half] for group in contrastive_batch()]
-        loss = CachedInfoNCE(model, chunk_size=2).backward(*local)
+        loss = CachedInfoNCE(model, chunk_size=2)(local)
+        loss.backward()  # step 3 (a forward and a backward per chunk on the shards) runs in this backward
+        loss = loss.detach()
         grads = {name: p.grad.full_tensor() for name, p in model.named_parameters() if p.requires_grad}
         total = loss.clone()
         dist.all_reduce(total)
@@ -380,7 +382,9 @@ def test_fsdp2_gradcache_on_half_batches_equals_one_process_on_the_global_batch(
                                 nprocs=WORLD, join=True)
     sharded = torch.load(tmp_path / "gradcache.pt", weights_only=True)
     model = contrastive_model(str(tiny_llama_dir))
-    loss = InfoNCE(model).backward(*contrastive_batch())
+    loss = InfoNCE(model)(contrastive_batch())
+    loss.backward()
+    loss = loss.detach()
     torch.testing.assert_close(sharded["loss"], loss, atol=1e-5, rtol=0)
     grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
     assert sharded["grads"].keys() == grads.keys() and any("memory" in name for name in grads)

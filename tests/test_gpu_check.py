@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the GPU check's CPU mode, every stage
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHES = ("llama", "qwen2", "mistral")
 # This check found that stage 1 crashed with gradient checkpointing (the student pass, adapter off, was

@@ -11,9 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llm2comp.data.compression_examples import make_example
 from llm2comp.losses.cached_info_nce import CachedInfoNCE
+from llm2comp.losses.compression import CompressionObjective
 from llm2comp.recipes.common import load_encoder
-from llm2comp.training.compression import CompressionObjective, make_example
 
 from .conftest import randomize_lora
 from .training_helpers import tiny_stage_config
@@ -85,8 +86,9 @@ def test_stage3_gradcache_gradients_equal_with_checkpointing(tiny_llama_dir, tmp
         model = build(tiny_llama_dir, tmp_path, checkpointing, dropout=dropout)
         calls = count_layer_calls(model)
         torch.manual_seed(0)
-        loss = CachedInfoNCE(model, chunk_size=2).backward(queries, positives, negatives)
-        results[checkpointing] = loss, gradients(model), calls[0]
+        loss = CachedInfoNCE(model, chunk_size=2)((queries, positives, negatives))
+        loss.backward()
+        results[checkpointing] = loss.detach(), gradients(model), calls[0]
     torch.testing.assert_close(results[True][0], results[False][0], rtol=0, atol=0)
     assert_same_gradients(results[False][1], results[True][1])
     # 6 chunks: 5 embedded without graph then re-embedded, 1 kept: 11 forwards; checkpointing adds one

@@ -8,15 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from llm2comp import LLM2Comp, LoraSettings
+from llm2comp.data.compression_examples import make_example
+from llm2comp.losses.compression import CompressionObjective, CompressionTerms
 from llm2comp.losses.embedding_alignment import embedding_alignment_loss
 from llm2comp.losses.memory_margin import memory_margin_loss
 from llm2comp.models.backbone import body_of
 from llm2comp.models.pooling import masked_mean
-from llm2comp.training.compression import (
-    CompressionObjective,
-    CompressionTerms,
-    make_example,
-)
 from llm2comp.training.loop import LoopSettings, parameter_groups
 from llm2comp.training.memory_probe import memory_gap
 
@@ -120,6 +117,7 @@ def test_memory_lr_gets_its_own_parameter_group(encoder):
     assert set(by_lr) == {1e-4, 3e-3} and by_lr[3e-3] == [encoder.memory.weight]
 
 
+@pytest.mark.slow
 def test_overfit_canary_reconstruction_path_carries_the_text(tmp_path, tokenizer_dir):
     """The memory -> frozen decoder path can carry a text: reconstruction overfits two short texts and
     decoding their memories gives each text back (guards the path against regressions).

@@ -10,18 +10,17 @@ from safetensors.torch import load_file
 
 from llm2comp import LLM2Comp, LoraSettings
 from llm2comp.cli.main import main
+from llm2comp.data.masking import MaskingSpec, mask_text, mask_token_id
 from llm2comp.evaluation.runner import load_model
-from llm2comp.losses.masked_next_token import masked_next_token_loss, states_before_masked
-from llm2comp.models.saving import MEMORY_FILE
-from llm2comp.recipes.pretrain import run_pretrain
-from llm2comp.training.checkpoint import list_checkpoints
-from llm2comp.training.config import StageConfig
-from llm2comp.training.masked_prediction import (
+from llm2comp.losses.masked_next_token import (
     MaskedNextTokenObjective,
-    MaskingSpec,
-    mask_text,
-    mask_token_id,
+    masked_next_token_loss,
+    states_before_masked,
 )
+from llm2comp.models.saving import MEMORY_FILE
+from llm2comp.recipes.mntp import run_mntp
+from llm2comp.recipes.stage_config import stage_config as StageConfig
+from llm2comp.training.checkpoint import list_checkpoints
 
 from .conftest import randomize_lora
 from .training_helpers import tiny_stage_config, write_corpus
@@ -172,7 +171,8 @@ def test_objective_and_config_refuse_memory_tokens(tiny_encoder, tmp_path):
     with pytest.raises(ValueError, match="without memory tokens"):
         MaskedNextTokenObjective(tiny_encoder)
     with pytest.raises(ValueError, match="set num_memory_tokens: 0"):
-        StageConfig(objective="mntp")
+        StageConfig(objective="mntp", num_memory_tokens=4)
+    assert StageConfig(objective="mntp").encoder.num_memory_tokens == 0  # MNTP's own default
     with pytest.raises(ValueError, match="num_memory_tokens must be >= 1 for objective 'kl'"):
         StageConfig(objective="kl", num_memory_tokens=0)
 
@@ -211,12 +211,12 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_llama_dir, tmp_path):
         if step == 3:
             raise Interrupt
 
-    run_pretrain(mntp_config(tiny_llama_dir, tmp_path, "straight"))
+    run_mntp(mntp_config(tiny_llama_dir, tmp_path, "straight"))
     interrupted = mntp_config(tiny_llama_dir, tmp_path, "interrupted")
     with pytest.raises(Interrupt):
-        run_pretrain(interrupted, callbacks=[interrupt_at_3])
+        run_mntp(interrupted, callbacks=[interrupt_at_3])
     assert [p.name for p in list_checkpoints(tmp_path / "interrupted" / "checkpoints")] == ["step-000002"]
-    run_pretrain(interrupted)  # resumes from step 2: its masks must be the ones the straight run drew
+    run_mntp(interrupted)  # resumes from step 2: its masks must be the ones the straight run drew
     straight, resumed = (load_file(str(list_checkpoints(tmp_path / name / "checkpoints")[-1] /
                                        "trainable.safetensors")) for name in ("straight", "interrupted"))
     assert straight.keys() == resumed.keys() and straight

@@ -208,6 +208,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "llm2comp search: interrupted"
 
 
+@pytest.mark.slow
 def test_sigint_to_train_stops_cleanly_and_the_rerun_resumes(tiny_llama_dir, tmp_path):
     import signal
     import sys

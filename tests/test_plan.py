@@ -46,7 +46,7 @@ def tiny_config(vocab: int = 1024, hidden: int = 256, layers: int = 4, intermedi
 
 
 def stage_config(model: str, **values):
-    from llm2comp.training.config import StageConfig
+    from llm2comp.recipes.stage_config import stage_config as StageConfig
 
     base = dict(stage="pretrain", model=model, num_memory_tokens=4, max_length=512,
                 lora={"r": 8, "alpha": 16, "dropout": 0.05}, batch_size=8)
@@ -61,9 +61,10 @@ def worker(spec: dict) -> dict:
     import torch
 
     from llm2comp import LLM2Comp, LoraSettings
+    from llm2comp.data.compression_examples import CompressionExample
     from llm2comp.losses.cached_info_nce import CachedInfoNCE
+    from llm2comp.losses.compression import CompressionObjective
     from llm2comp.losses.info_nce import InfoNCE
-    from llm2comp.training.compression import CompressionExample, CompressionObjective
 
     torch.manual_seed(0)
     model = LLM2Comp.from_pretrained(spec["folder"], num_memory_tokens=spec["k"], max_length=512)
@@ -83,7 +84,7 @@ def worker(spec: dict) -> dict:
             CompressionObjective(model, spec.get("objective", "kl"))(examples).backward()
         else:
             loss = (CachedInfoNCE(model, chunk_size=spec["chunk"]) if spec["chunk"] else InfoNCE(model))
-            loss.backward(*[[ids(context) for _ in range(batch)] for _ in range(3)])
+            loss([[ids(context) for _ in range(batch)] for _ in range(3)]).backward()
         model.zero_grad(set_to_none=False)  # keep the gradients allocated: part of a step's memory
 
     step(2, 12, 12)  # warm-up: one-time allocations
@@ -317,7 +318,7 @@ def test_smollm2_benchmark_estimate_within_factor_of_readme(tokenizer_dir):
     memory = plan["memory_bytes"]
     step = memory["weights"] + 4 * plan["trainable_parameters"] + memory["activations_full"]
     code = ("import torch, transformers, peft, accelerate, llm2comp, tests.test_plan as t\n"
-            "from llm2comp.training.compression import CompressionObjective\n"
+            "from llm2comp.losses.compression import CompressionObjective\n"
             f"transformers.AutoTokenizer.from_pretrained({str(tokenizer_dir)!r})\n"
             "print(t.peak_rss_mib())")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}

@@ -22,6 +22,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from llm2comp import LLM2Comp, LoraSettings
 from llm2comp.losses.info_nce import info_nce
 from llm2comp.losses.kl_continuation import kl_continuation_loss
+from llm2comp.training.batches import BatchStream
 from llm2comp.training.loop import warn_low_precision_trainables
 
 from .conftest import randomize_lora
@@ -43,6 +44,13 @@ def fp32_runs(tiny_llama_dir, tmp_path_factory) -> dict:
         torch.set_num_threads(threads)
     return json.loads((out / "losses.json").read_text())
 
+
+
+class RowsToGroups(BatchStream):
+    """Batches of (query, positive, negative) rows as the (queries, positives, negatives) groups InfoNCE reads."""
+
+    def next_batch(self):
+        return tuple(map(list, zip(*super().next_batch())))
 
 def run_in_subprocess(model_dir: Path, out: Path, mixed_precision: str, dtype: str) -> dict:
     """accelerate fixes the mixed precision once per process, so each precision gets its own."""
@@ -173,16 +181,17 @@ def _stage_run(stage: str, model_dir: Path, tmp_path: Path, *, scaler: bool, byp
 
     scaler: put a real `torch.amp.GradScaler("cpu")` where accelerate puts its fp16 scaler (on GPUs);
     every backward must then be scaled by it, and its `step` unscales before AdamW reads the grads.
-    bypass: a step function that calls `loss.backward()` itself (the negative control).
+    bypass: backpropagate with a plain `loss.backward()` instead of `accelerator.backward` (the negative
+    control).
     """
     from types import SimpleNamespace
 
     from accelerate import Accelerator
 
+    from llm2comp.data.compression_examples import make_example
+    from llm2comp.losses.compression import CompressionObjective
     from llm2comp.losses.info_nce import SimCSE
     from llm2comp.recipes.common import contrastive_loss
-    from llm2comp.training.batches import BatchStream
-    from llm2comp.training.compression import CompressionObjective, make_example
     from llm2comp.training.loop import LoopSettings, train_loop
 
     torch.manual_seed(0)
@@ -192,24 +201,16 @@ def _stage_run(stage: str, model_dir: Path, tmp_path: Path, *, scaler: bool, byp
     accelerator = Accelerator()
     if scaler:
         accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, growth_interval=10 ** 6)
-    step_fn, objective = None, encoder
     if stage == "kl":
         objective = CompressionObjective(encoder, "kl")
         items = [make_example(row, "kl", 0, i) for i, row in enumerate(ids)]
-        if bypass:
-            def step_fn(model, batch, accelerator, scale):
-                loss = model(batch)
-                (loss * scale).backward()
-                return loss.detach()
     else:
         cfg = SimpleNamespace(cache_chunk_size=0 if stage == "simcse" else 2, temperature=0.05)
         items = ids if stage.startswith("simcse") else [(row[:6], row[6:], row[3:12]) for row in ids]
-
-        def step_fn(model, batch, accelerator, scale):
-            loss = contrastive_loss(cfg, model, accelerator, scale)
-            if bypass:
-                loss.backward_fn = lambda value: (value * scale).backward()
-            return SimCSE(loss).backward(batch) if stage.startswith("simcse") else loss.backward(*batch)
+        objective = contrastive_loss(cfg, encoder)
+        objective = SimCSE(objective) if stage.startswith("simcse") else objective
+    if bypass:  # a backward that never reaches accelerate's scaler
+        accelerator.backward = lambda loss, **kwargs: loss.backward(**kwargs)
 
     seen = []
 
@@ -218,11 +219,11 @@ def _stage_run(stage: str, model_dir: Path, tmp_path: Path, *, scaler: bool, byp
 
     handle = register_optimizer_step_pre_hook(record)
     try:
-        collate = (lambda rows: tuple(map(list, zip(*rows)))) if stage.startswith("supervised") else None
-        train_loop(objective, BatchStream(items, 4, seed=0, collate=collate), LoopSettings(max_steps=2, max_grad_norm=None,
+        stream = (RowsToGroups if stage.startswith("supervised") else BatchStream)(items, 4, seed=0)
+        train_loop(objective, stream, LoopSettings(max_steps=2, max_grad_norm=None,
                                                                           progress=False, lr=1e-3),
                    accelerator=accelerator, output_dir=tmp_path / f"{stage}-{scaler}-{bypass}",
-                   config={"stage": stage}, step_fn=step_fn)
+                   config={"stage": stage})
     finally:
         handle.remove()
     return seen
@@ -232,11 +233,11 @@ def _stage_run(stage: str, model_dir: Path, tmp_path: Path, *, scaler: bool, byp
 def test_every_backward_goes_through_the_accelerator_scaler(stage, tiny_llama_dir, tmp_path):
     """fp16 without a loss scaler underflows (above); accelerate scales in `accelerator.backward` and
     unscales in the optimizer's step. With a real GradScaler in accelerate's slot, the gradients AdamW
-    sees equal the unscaled run's (a power-of-two scale is exact), for every step function: the default
-    one (stage 1), SimCSE, and GradCache's own chunk backwards. Negative control: a step function that
-    calls `loss.backward()` itself never reaches the scaler, and torch's GradScaler refuses to step
-    (had another backward of the step been scaled, AdamW would get some gradients 2^12 too small,
-    which the equality catches)."""
+    sees equal the unscaled run's (a power-of-two scale is exact), for every objective: stage 1, SimCSE,
+    and GradCache, whose chunk backwards run from a hook that receives the scaled gradient of its loss
+    (had a chunk backward missed the scale, AdamW would get some gradients 2^12 too small, which the
+    equality catches). Negative control: a backward that skips `accelerator.backward` never reaches the
+    scaler, and torch's GradScaler refuses to step."""
     plain = _stage_run(stage, tiny_llama_dir, tmp_path, scaler=False)
     scaled = _stage_run(stage, tiny_llama_dir, tmp_path, scaler=True)
     assert len(plain) == len(scaled) == 2
@@ -254,8 +255,8 @@ def test_clipping_goes_through_the_accelerator_with_the_prepared_parameters(tiny
     parameters captured before `prepare`)."""
     from accelerate import Accelerator
 
-    from llm2comp.training.batches import BatchStream
-    from llm2comp.training.compression import CompressionObjective, make_example
+    from llm2comp.data.compression_examples import make_example
+    from llm2comp.losses.compression import CompressionObjective
     from llm2comp.training.loop import LoopSettings, train_loop
 
     encoder = LLM2Comp.from_pretrained(tiny_llama_dir, num_memory_tokens=2, max_length=64)

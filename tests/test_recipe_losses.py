@@ -10,10 +10,9 @@ import json
 import pytest
 
 from llm2comp.recipes import run_stage
-from llm2comp.training.config import StageConfig
+from llm2comp.recipes.stage_config import stage_config as StageConfig
 
-from .test_contrastive_recipes import write_pairs, write_sentences
-from .training_helpers import write_corpus
+from .training_helpers import write_corpus, write_pairs, write_sentences
 
 PINNED = {  # measured with torch 2.13 CPU (fp32); identical with 1 and 2 threads
     "pretrain": [0.0042177364, 0.0055339090, 0.0041796188],

@@ -332,6 +332,7 @@ def test_a_load_failure_from_bad_input_is_logged_as_one_line_a_bug_with_its_trac
         assert traceback or "/nonexistent/model does not exist" in record.getMessage()
 
 
+@pytest.mark.slow
 def test_cli_serves_a_saved_folder_and_stops_cleanly_on_sigterm(model, tmp_path):
     import socket
 

@@ -11,6 +11,8 @@ from llm2comp.recipes.study import StudyConfig, load_study_config, plan_runs
 
 from .training_helpers import write_corpus
 
+pytestmark = pytest.mark.slow  # a study end to end
+
 
 def _study(tmp_path, tiny_llama_dir) -> dict:
     return {
@@ -29,10 +31,10 @@ def _study(tmp_path, tiny_llama_dir) -> dict:
 def test_plan_gives_every_arm_the_same_texts_budget_and_snapshots(tmp_path, tiny_llama_dir):
     runs = plan_runs(StudyConfig(**_study(tmp_path, tiny_llama_dir)))
     assert [r.name for r in runs] == ["kl-s0", "kl-s1", "kl_align-s0"]
-    assert {r.config.max_steps for r in runs} == {4} and {str(r.config.data) for r in runs} == {
+    assert {r.config.loop.max_steps for r in runs} == {4} and {str(r.config.data) for r in runs} == {
         str(runs[0].config.data)}
     assert all(r.config.snapshot_steps == [2] and r.config.gap_every == 0 for r in runs)
-    assert runs[2].config.alignment_weight == 1.0 and runs[0].config.alignment_weight == 0.0
+    assert runs[2].config.terms.alignment_weight == 1.0 and runs[0].config.terms.alignment_weight == 0.0
     with pytest.raises(ValueError, match="unknown arm"):
         StudyConfig(arms={"kl": {}}, repeat=["nll"])
     bad = _study(tmp_path, tiny_llama_dir)
@@ -59,7 +61,10 @@ def test_study_end_to_end_and_reuse(tmp_path, tiny_llama_dir, capsys):
     assert set(report["floors"]) == {"mean"}
     assert (tmp_path / "study" / "score_vs_samples.png").is_file()
     assert main(["study", "--config", str(tmp_path / "study.yaml")]) == 0  # everything reused
-    assert "train:" not in capsys.readouterr().err
+    rerun = capsys.readouterr()
+    assert "train:" not in rerun.err
+    evaluations = len(report["floors"]) + sum(len(entry["points"]) for entry in report["runs"].values())
+    assert rerun.out.count("(same model, suite and settings)") == evaluations and "evaluating again" not in rerun.out
 
 
 def test_study_config_rejects_unknown_keys(tmp_path):

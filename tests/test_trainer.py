@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 
 from llm2comp import LLM2Comp
 from llm2comp.recipes.pretrain import run_pretrain
+from llm2comp.recipes.stage_config import apply_overrides, load_stage_config
+from llm2comp.recipes.stage_config import stage_config as StageConfig
 from llm2comp.training.checkpoint import list_checkpoints
-from llm2comp.training.config import StageConfig, apply_overrides, load_stage_config
 from llm2comp.training.loop import TrainingDiverged
 
 from .training_helpers import tiny_stage_config, write_corpus
@@ -82,7 +83,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_llama_dir, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_llama_dir, tmp_path, monkeypatch):
-    from llm2comp.training import compression
+    from llm2comp.losses import compression
 
     real_forward = compression.CompressionObjective.forward
     calls = {"n": 0}
@@ -105,7 +106,7 @@ def test_config_files_and_overrides(tmp_path):
         "lora": {"r": 8}, "lr": "3e-5", "data": {"path": "x.txt"}}
     (tmp_path / "c.yaml").write_text("stage: pretrain\nmax_steps: 7\nlora: {r: 4, alpha: 8, dropout: 0.0}\n")
     cfg = load_stage_config(tmp_path / "c.yaml", ["--max_steps", "9", "--objective", "nll", "--lr", "3e-5"])
-    assert (cfg.max_steps, cfg.objective, cfg.lora["r"], cfg.lr) == (9, "nll", 4, 3e-5)
+    assert (cfg.loop.max_steps, cfg.objective, cfg.lora.r, cfg.loop.lr) == (9, "nll", 4, 3e-5)
     with pytest.raises(ValueError, match=r"--max_stepz \(command line\): unknown config key 'max_stepz'"):
         load_stage_config(tmp_path / "c.yaml", ["--max_stepz", "9"])
     with pytest.raises(ValueError, match="stage must be one of"):
@@ -136,7 +137,10 @@ def test_mntp_quickstart_mirrors_the_kl_quickstart():
     """The baseline differs from the compression quickstart in its objective only: same data, budget, LoRA."""
     kl = load_stage_config(REPO / "configs" / "pretrain_quickstart.yaml").to_dict()
     mntp = load_stage_config(REPO / "configs" / "pretrain_mntp_quickstart.yaml").to_dict()
-    assert {key for key in kl if kl[key] != mntp[key]} == {"output_dir", "objective", "num_memory_tokens"}
+    assert {key for key in kl.keys() & mntp.keys() if kl[key] != mntp[key]} == {"output_dir", "objective",
+                                                                                "num_memory_tokens"}
+    terms = {"reconstruction_weight", "alignment_weight", "margin_weight", "margin", "alignment_temperature"}
+    assert kl.keys() - mntp.keys() == terms and mntp.keys() - kl.keys() == {"mask_ratio"}
     assert (mntp["objective"], mntp["num_memory_tokens"], mntp["mask_ratio"]) == ("mntp", 0, 0.2)
 
 

@@ -1,5 +1,6 @@
 """Two CPU processes (gloo, `accelerate launch`) train to the same weights as one process."""
 
+import json
 import os
 import socket
 import subprocess
@@ -32,11 +33,8 @@ def _config_file(tmp_path: Path, name: str, **overrides) -> Path:
     return path
 
 
-@pytest.mark.multiprocess
-def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_llama_dir, tmp_path):
-    corpus = write_corpus(tmp_path / "c.txt")
-    single = _config_file(tmp_path, "single", model=tiny_llama_dir, corpus=corpus, batch_size=4)
-    double = _config_file(tmp_path, "double", model=tiny_llama_dir, corpus=corpus, batch_size=2)
+def _train_on_one_and_two_processes(single: Path, double: Path):
+    """`llm2comp train` on config `single` in one process and on `double` in two (torchrun, gloo)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "llm2comp", "train", "--config", str(single)], env=env,
                          capture_output=True, text=True)
@@ -45,12 +43,60 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_llama_dir
               str(_free_port()), "-m", "llm2comp", "train", "--config", str(double)]
     two = subprocess.run(launch, env=env, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
+    return one, two
+
+
+@pytest.mark.multiprocess
+def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_llama_dir, tmp_path):
+    corpus = write_corpus(tmp_path / "c.txt")
+    single = _config_file(tmp_path, "single", model=tiny_llama_dir, corpus=corpus, batch_size=4)
+    double = _config_file(tmp_path, "double", model=tiny_llama_dir, corpus=corpus, batch_size=2)
+    one, two = _train_on_one_and_two_processes(single, double)
     a = load_file(str(list_checkpoints(tmp_path / "single" / "checkpoints")[-1] / "trainable.safetensors"))
     b = load_file(str(list_checkpoints(tmp_path / "double" / "checkpoints")[-1] / "trainable.safetensors"))
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
     assert "world size 2" in two.stderr and "world size 1" in one.stderr  # negative control: really 2 ranks
+
+
+def _contrastive_config(tmp_path: Path, model: Path, stage: str, name: str, batch_size: int, **extra) -> Path:
+    """A stage-2/3 config file: tiny model, no dropout anywhere (every rank would draw other masks)."""
+    from .training_helpers import write_pairs, write_sentences
+
+    data = ({"type": "pairs", "path": str(write_pairs(tmp_path / "p.jsonl"))} if stage == "supervised" else
+            {"type": "text", "path": str(write_sentences(tmp_path / "s.txt"))})
+    values = dict(stage=stage, model=str(model), output_dir=str(tmp_path / name), num_memory_tokens=2, max_length=64,
+                  lora={"r": 4, "alpha": 8, "dropout": 0.0}, data=data, batch_size=batch_size, lr=1e-3,
+                  warmup_steps=1, max_steps=3, save_every=0, log_every=1, seed=0, **extra)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("stage, cache_chunk_size", [("supervised", 1), ("unsupervised", 0)],
+                         ids=["stage3-gradcache", "stage2-simcse"])
+def test_contrastive_stages_on_two_processes_equal_one_process(tiny_llama_dir, tmp_path, stage, cache_chunk_size):
+    """Stage 3 with GradCache (chunks of 1 text: per rank 6 chunks, one kept, five re-embedded inside the
+    backward, all but the last under DDP's no_sync) and stage 2 SimCSE (two DDP forwards, one backward),
+    each on 2 gloo processes with half the global batch: the trained weights equal one process's. With the
+    reducer armed wrongly (several backwards per armed forward) DDP raises; with the gradients left
+    unsynced each rank would train on its half and the weights would differ."""
+    extra = {"cache_chunk_size": cache_chunk_size}
+    single = _contrastive_config(tmp_path, tiny_llama_dir, stage, "single", 4, **extra)
+    double = _contrastive_config(tmp_path, tiny_llama_dir, stage, "double", 2, **extra)
+    one, two = _train_on_one_and_two_processes(single, double)
+    assert "world size 2" in two.stderr and "world size 1" in one.stderr  # really 2 ranks
+    a = load_file(str(list_checkpoints(tmp_path / "single" / "checkpoints")[-1] / "trainable.safetensors"))
+    b = load_file(str(list_checkpoints(tmp_path / "double" / "checkpoints")[-1] / "trainable.safetensors"))
+    assert a.keys() == b.keys() and any("lora_B" in name for name in a)
+    assert any(a[name].abs().max() > 0 for name in a if "lora_B" in name)  # trained (LoRA B starts at 0)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("single", "double")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)  # the global batch's loss, averaged over ranks
 
 
 NAN_ON_ONE_RANK = """

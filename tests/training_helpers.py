@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -17,11 +18,36 @@ def write_corpus(path: Path, n: int = 40, seed: int = 0) -> Path:
 
 
 def tiny_stage_config(model_dir: Path, corpus: Path, output_dir: Path, **overrides):
-    from llm2comp.training.config import StageConfig
+    """A tiny run's config for any stage; the stage-1 defaults a later stage does not read are left out."""
+    from llm2comp.recipes.stage_config import config_class
+    from llm2comp.recipes.stage_config import stage_config as StageConfig
+    from llm2comp.typed_settings import flat_keys
 
     values = dict(stage="pretrain", model=str(model_dir), output_dir=str(output_dir), num_memory_tokens=2,
                   max_length=64, lora={"r": 4, "alpha": 8, "dropout": 0.0}, objective="kl",
                   data={"type": "text", "path": str(corpus)}, max_tokens=60, batch_size=4, lr=5e-3,
                   warmup_steps=1, max_steps=6, save_every=2, keep_last=2, log_every=1, seed=0)
+    read = set(flat_keys(config_class(overrides.get("stage", "pretrain"), overrides.get("objective", "kl"))))
+    values = {key: value for key, value in values.items() if key in read}
     values.update(overrides)
     return StageConfig(**values)
+
+
+def write_sentences(path, n=24, seed=1):
+    rng = random.Random(seed)
+    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))) + f" number {i}."
+                              for i in range(n)) + "\n")
+    return path
+
+
+def write_pairs(path, n=24, seed=2):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic = rng.choice(WORDS)
+        rows.append({"query": f"what about the {topic} {i}?",
+                     "positive": f"The {topic} {i} is " + " ".join(rng.choice(WORDS) for _ in range(8)) + ".",
+                     "negative": "Unrelated: " + " ".join(rng.choice(WORDS) for _ in range(8)) + ".",
+                     "task": "msmarco_passage"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path

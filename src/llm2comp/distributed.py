@@ -95,11 +95,3 @@ def all_gather_with_grad(tensor: torch.Tensor, equal_sizes: bool = False) -> tup
         return _GatherRows.apply(tensor, sizes, offset), offset
     return _gather_rows(tensor, sizes), offset
 
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of `tensor` over processes (a copy); the tensor itself without a process group."""
-    if not is_distributed():
-        return tensor
-    total = tensor.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / dist.get_world_size()

@@ -68,7 +68,7 @@ from pathlib import Path
 from .errors import ConfigError, InvalidSetting
 
 GIB = 2**30
-MIN_SPLIT = 10  # training/compression.py: tokens kept on each side of the split point
+MIN_SPLIT = 10  # data/compression_examples.py: tokens kept on each side of the split point
 USABLE_SHARE = 0.9  # of a GPU's memory: CUDA context, allocator caching and fragmentation take the rest
 _HALF = ("bfloat16", "bf16", "float16", "fp16")
 _GATED = ("gate_proj", "gate_up_proj", "w1", "w3")
@@ -330,15 +330,18 @@ class StagePlan:
 
 
 def _text_budget(cfg, text_tokens: int | None) -> int:
-    budget = min(cfg.max_tokens, cfg.max_length - cfg.num_memory_tokens - 1)
+    from .models.layout import text_budget
+
+    # the tokenizer is not read here: one BOS is assumed, as the supported families' tokenizers have
+    budget = min(cfg.max_tokens, text_budget(cfg.encoder.max_length, 1, cfg.encoder.num_memory_tokens))
     return max(1, min(budget, text_tokens)) if text_tokens else budget
 
 
 def stage_passes(cfg, s: int, text_tokens: int | None = None, split: tuple[int, int] | None = None) -> StagePlan:
-    """The passes of one optimizer micro-step of `cfg` (a StageConfig) and its logit positions.
+    """The passes of one optimizer micro-step of `cfg` (a stage config) and its logit positions.
 
     split: (context, continuation) tokens of every stage-1 text, instead of the config's random split."""
-    k, batch = cfg.num_memory_tokens, cfg.batch_size
+    k, batch = cfg.encoder.num_memory_tokens, cfg.batch_size
     if cfg.stage == "pretrain":
         total = _text_budget(cfg, text_tokens) if split is None else sum(split)
         if cfg.objective == "mntp":
@@ -356,19 +359,19 @@ def stage_passes(cfg, s: int, text_tokens: int | None = None, split: tuple[int, 
             context_width = target_width = max(1, round(largest)) if total >= 2 * MIN_SPLIT else total
             n = batch * total / 2
         passes = [Pass("encoder", batch, 1 + context_width + k, True, True, batch * (1 + total / 2 + k))]
-        if cfg.objective == "kl" or cfg.alignment_weight > 0:
+        if cfg.objective == "kl" or cfg.terms.alignment_weight > 0:
             teacher_width = 1 + (total if cfg.objective == "kl" else context_width)
             passes.append(Pass("teacher", batch, teacher_width, False, False, batch * teacher_width))
         passes.append(Pass("student", batch, 1 + k + target_width, True, False, batch * (1 + k + total / 2)))
-        if cfg.margin_weight > 0:
+        if cfg.terms.margin_weight > 0:
             passes.append(Pass("student, other memory", batch, 1 + k + target_width, True, False))
-        if cfg.reconstruction_weight > 0:
+        if cfg.terms.reconstruction_weight > 0:
             passes.append(Pass("student, reconstruction", batch, 1 + k + context_width, True, False))
             n += batch * total / 2
         per_position = 2 * s + 20 if cfg.objective == "kl" else s + 12
         heads = 3 if cfg.objective == "kl" else 2
         return StagePlan("pretrain", cfg.objective, passes, n, per_position, heads)
-    chunk = cfg.cache_chunk_size
+    chunk = getattr(cfg, "cache_chunk_size", 0)
     if cfg.stage == "unsupervised":
         width = 1 + _text_budget(cfg, text_tokens) + k
         passes = [Pass("view 1", batch, width, True, True, batch * width),
@@ -384,7 +387,7 @@ def stage_passes(cfg, s: int, text_tokens: int | None = None, split: tuple[int, 
 
 
 def weight_bytes_of(cfg, shape: BackboneShape) -> int:
-    dtype = cfg.dtype if cfg.dtype != "auto" else (shape.config_dtype or "float32")
+    dtype = cfg.encoder.dtype if cfg.encoder.dtype != "auto" else (shape.config_dtype or "float32")
     return 2 if dtype in _HALF else 4
 
 
@@ -394,24 +397,24 @@ def activation_bytes_of(cfg, shape: BackboneShape) -> int:
 
 def plan_stage(cfg, shape: BackboneShape, hardware: Hardware, text_tokens: int | None = None,
                split: tuple[int, int] | None = None) -> dict:
-    """Every number of the plan for one StageConfig on `hardware` (see the module docstring)."""
+    """Every number of the plan for one stage config on `hardware` (see the module docstring)."""
     w, s = weight_bytes_of(cfg, shape), activation_bytes_of(cfg, shape)
     plan = stage_passes(cfg, s, text_tokens, split)
-    lora = dict(cfg.lora)
+    lora = cfg.lora.to_dict()
     n_lora = lora_params(shape, lora)
-    n_memory = cfg.num_memory_tokens * shape.hidden
+    n_memory = cfg.encoder.num_memory_tokens * shape.hidden
     gpus, shard = hardware.gpus, hardware.shard and hardware.gpus > 1
     # --- memory
     weights = shape.params * w / (gpus if shard else 1)
     if shard:
         weights += 2 * shape.largest_layer_params * w
     fp32_trainable = n_lora + n_memory
-    states = fp32_trainable * 16 + (shape.embedding_params * 3 * w if cfg.train_input_embeddings else 0)
+    states = fp32_trainable * 16 + (shape.embedding_params * 3 * w if cfg.encoder.train_input_embeddings else 0)
     if gpus > 1 and not shard:
-        states += fp32_trainable * 4 + (shape.embedding_params * w if cfg.train_input_embeddings else 0)
+        states += fp32_trainable * 4 + (shape.embedding_params * w if cfg.encoder.train_input_embeddings else 0)
     if shard:
         states /= gpus
-    attn = cfg.attn_implementation
+    attn = cfg.encoder.attn_implementation
     mask_bytes = 1 if hardware.device == "cuda" else s
 
     def saved(p: Pass, checkpointed: bool, texts: int | None = None) -> float:
@@ -454,24 +457,24 @@ def plan_stage(cfg, shape: BackboneShape, hardware: Hardware, text_tokens: int |
         forward = 2 * (body + adapter) * p.tokens + attention_flops(p)
         backward = (2 * body + 4 * adapter) * p.tokens + 2 * attention_flops(p) if p.grad else 0.0
         model_flops += forward + backward
-        executed += forward + backward + (forward if p.grad and cfg.gradient_checkpointing else 0.0)
+        executed += forward + backward + (forward if p.grad and cfg.encoder.gradient_checkpointing else 0.0)
         if plan.chunk_texts and p.grad:  # the no-grad first pass of GradCache (all chunks but the last kept)
             executed += forward * max(0.0, 1 - min(plan.chunk_texts, p.texts) / (p.texts * len(trained)))
     model_flops += head * plan.logit_positions * plan.logit_passes
     executed += head * plan.logit_positions * plan.logit_passes
-    micro_steps = cfg.grad_accum
+    micro_steps = cfg.loop.grad_accum
     step_seconds = executed * micro_steps / (hardware.mfu * hardware.gpu_tflops * 1e12)
-    checkpointing = "checkpointed" if cfg.gradient_checkpointing else "full"
+    checkpointing = "checkpointed" if cfg.encoder.gradient_checkpointing else "full"
     gathered = shape.params * w * (len(plan.passes) + len(trained)) * micro_steps if shard else 0
     return {
         "stage": cfg.stage, "objective": plan.objective, "model": cfg.model,
         "dtype": {"weights": f"{8 * w}-bit", "activations": f"{8 * s}-bit"},
         "parameters": shape.params, "trainable_parameters": n_lora + n_memory + (
-            shape.embedding_params if cfg.train_input_embeddings else 0),
+            shape.embedding_params if cfg.encoder.train_input_embeddings else 0),
         "lora_parameters": n_lora, "lora_targets": lora_targets(shape, lora), "memory_parameters": n_memory,
         "passes": [{**asdict(p), "tokens": p.tokens} for p in plan.passes],
         "batch_per_device": cfg.batch_size, "grad_accum": micro_steps, "gpus": gpus,
-        "gradient_checkpointing": cfg.gradient_checkpointing, "cache_chunk_size": cfg.cache_chunk_size,
+        "gradient_checkpointing": cfg.encoder.gradient_checkpointing, "cache_chunk_size": getattr(cfg, "cache_chunk_size", 0),
         "logit_positions": plan.logit_positions,
         "memory_bytes": {"weights": weights, "trainable_states": states,
                          "activations_full": activations["full"],
@@ -485,17 +488,17 @@ def plan_stage(cfg, shape: BackboneShape, hardware: Hardware, text_tokens: int |
                             "all_devices": sum(p.tokens for p in plan.passes) * micro_steps * gpus},
         "flops_per_step": {"model_per_device": model_flops * micro_steps,
                            "executed_per_device": executed * micro_steps},
-        "step_seconds": step_seconds, "max_steps": cfg.max_steps,
-        "run_hours": step_seconds * cfg.max_steps / 3600,
+        "step_seconds": step_seconds, "max_steps": cfg.loop.max_steps,
+        "run_hours": step_seconds * cfg.loop.max_steps / 3600,
         "fsdp_gathered_bytes_per_step": gathered,
     }
 
 
 # ----------------------------------------------------------------------------------------- configs
 def load_configs(path: str | Path, overrides: list[str] = (), stage: str | None = None) -> list:
-    """The StageConfig(s) of a single-stage or pipeline file, read by the project's own readers."""
+    """The stage config(s) of a single-stage or pipeline file, read by the project's own readers."""
     from .recipes.pipeline import is_pipeline_file, load_pipeline
-    from .training.config import load_stage_config
+    from .recipes.stage_config import load_stage_config
 
     if not Path(path).is_file():
         raise ConfigError(f"--config {path}: no such file")

@@ -36,8 +36,8 @@ import torch
 
 from .inputs import normalize_inputs
 from .models.encoder import LLM2Comp
-from .models.encoding import apply_instructions
-from .models.long_texts import WindowEmbeddings, window_budget, window_rows
+from .models.layout import rows_for
+from .models.long_texts import WindowEmbeddings
 from .models.memory import EncoderBatch
 from .models.st_files import (
     DOCUMENT_PROMPT_NAMES,
@@ -74,17 +74,13 @@ class LLM2CompModule(InputModule):
                              "instructions go on queries only")
         items, _ = normalize_inputs(list(inputs), instruction=prompt or None)
         model = self.llm2comp
-        texts = apply_instructions(model, items)
-        if model.config.long_texts == "truncate":
-            ids, truncated = model.tokenize(texts)
-            model.warn_truncated(truncated)
-            windows = {}
-        else:  # one row per window; forward averages them back into one vector per text
-            budget = window_budget(model.config.max_length, len(model.prefix_ids()), model.num_memory_tokens)
-            full = model.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            ids, owner, weights = window_rows(full, budget, model.config.long_text_overlap)
-            windows = {"window_owner": owner, "window_weight": weights}
-        batch = model.collate(ids)
+        # one vector per input: multivector is served as its segments mean
+        mode = "truncate" if model.config.long_texts == "truncate" else "segments"
+        rows = rows_for(model, items, mode, model.config.long_text_overlap)
+        model.warn_truncated(rows.truncated)
+        # windows: one row each; forward averages them back into one vector per text
+        windows = {} if mode == "truncate" else {"window_owner": rows.owner, "window_weight": rows.weights}
+        batch = model.collate(rows.ids)
         return {**dict(zip(FEATURES, (batch.input_ids, batch.valid, batch.memory_slot, batch.text_mask))), **windows}
 
     def forward(self, features: dict, **kwargs) -> dict:

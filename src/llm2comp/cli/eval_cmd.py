@@ -12,6 +12,7 @@ EPILOG = """examples:
   llm2comp eval --model runs/stage3/final --suite paper14 --output eval/mteb  # needs the Hugging Face Hub
   llm2comp eval --model runs/stage3/final --suite my_suite.yaml             # your files (docs/evaluation.md)
   llm2comp eval --model runs/stage3/final --suite longdoc --long-texts segments  # whole Wikipedia articles
+  llm2comp eval --model runs/stage3/final --output eval/trained --baselines tfidf,wordllama  # beside real baselines
 """
 
 
@@ -41,9 +42,18 @@ def add_parser(sub) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of every subsample (default: a suite file's seed:, else 0)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--precision", choices=["float32", "int8", "binary"], default="float32",
+                        help="score quantised embeddings (int8: calibrated on each task's documents; binary: "
+                        "Hamming ranking) on the offline suites")
+    parser.add_argument("--rescore-multiplier", type=positive_int, default=None,
+                        help="with --precision binary: rescore the best 10 x N candidates with the float query")
     parser.add_argument("--instructions", type=non_blank_text, default=None,
                         help="YAML/JSON file mapping task name -> instruction (overrides defaults; '' = none); "
                         "every name must be a task of the suite")
+    parser.add_argument("--baselines", type=non_blank_text, default=None,
+                        help="comma-separated trained non-LLM baselines to evaluate beside the model with the same "
+                        "suite and settings: tfidf (TF-IDF+SVD), wordllama (needs: pip install "
+                        "wordllama==0.4.0.post1); saved under OUTPUT/baselines/, reused on reruns")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the spectrum / memory diagnostics")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
@@ -71,19 +81,29 @@ def _read_instructions(path: str | None) -> dict[str, str] | None:
 
 def run(args) -> int:
     from ..errors import InvalidSetting
+    from ..evaluation.baselines import attach_baselines, check_baselines, parse_baselines
     from ..evaluation.report import REPORT_NAME, model_label
-    from ..evaluation.runner import evaluate
+    from ..evaluation.runner import compare_models, evaluate
+    from ..evaluation.settings import EvalSettings
 
     if args.compare_pooling is not None and args.compare is None:
         raise InvalidSetting("--compare-pooling applies only with --compare naming a model to evaluate")
     check_overlap_applies(args.overlap, args.long_texts)
+    baselines = parse_baselines(args.baselines)  # an unknown name or a missing package: before any work
+    check_baselines(baselines)
     instructions = _read_instructions(args.instructions)
-    # evaluate() reads the suite (or checks the Hub for MTEB suites) and the output folder before the model loads
-    results = evaluate(args.model, args.suite, args.output, pooling=args.pooling, max_items=args.max_items,
-                       seed=args.seed, batch_size=args.batch_size, diagnostics=not args.no_diagnostics,
-                       compare=args.compare, compare_pooling=args.compare_pooling, instructions=instructions,
-                       name=args.model, dtype=args.dtype, device=args.device, long_texts=args.long_texts,
-                       overlap=args.overlap, trust_remote_code=args.trust_remote_code)
+    settings = EvalSettings(max_items=args.max_items, seed=args.seed, batch_size=args.batch_size,
+                            instructions=instructions, long_texts=args.long_texts, overlap=args.overlap,
+                            pooling=args.pooling, diagnostics=not args.no_diagnostics, dtype=args.dtype,
+                            device=args.device, trust_remote_code=args.trust_remote_code, precision=args.precision,
+                            rescore_multiplier=args.rescore_multiplier)
+    # both read the suite (or check the Hub for MTEB suites) and the output folder before the model loads
+    if args.compare is not None:
+        results = compare_models(args.model, args.compare, args.suite, settings, compare_pooling=args.compare_pooling,
+                                 output_dir=args.output, name=args.model)
+    else:
+        results = evaluate(args.model, args.suite, settings, output_dir=args.output, name=args.model)
+    attach_baselines(results, baselines, args.suite, settings, args.output)  # rewrites report.md with their rows
     print(f"\n{model_label(results)} on {results['suite']}: average {100 * results['average']:.2f} over "
           f"{len(results['tasks'])} tasks in {results['elapsed_s']:.0f} s")
     if results.get("comparison"):
@@ -93,6 +113,8 @@ def run(args) -> int:
                   f"{100 * comparison['average_a']:.2f} on the {comparison['shared_tasks']} shared tasks)")
         else:
             print(f"compared with {comparison['label_b']}: no shared tasks")
+    for entry in results.get("baselines", []):
+        print(f"baseline {entry['label']}: average {100 * entry['average']:.2f}")
     if args.output:
         print(f"wrote {args.output}/results.json and {args.output}/{REPORT_NAME}")
     return 0

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "serve": "llm2comp.cli.serve_cmd",
     "upgrade": "llm2comp.cli.upgrade_cmd",
     "plan": "llm2comp.cli.plan_cmd",
+    "configs": "llm2comp.cli.configs_cmd",
 }
 
 

@@ -54,7 +54,9 @@ def add_parser(sub) -> None:
 
 def run(args, overrides: list[str] = ()) -> int:
     from ..planning import Hardware, hardware_from_accelerate, parse_memory, plan_run, render_markdown
+    from ..recipes.packaged import resolve_recipe
 
+    args.config, args.accelerate_config = resolve_recipe(args.config), resolve_recipe(args.accelerate_config)
     settings = hardware_from_accelerate(args.accelerate_config) if args.accelerate_config else {}
     hardware = Hardware(gpus=args.gpus or settings.get("gpus", 1), gpu_memory=parse_memory(args.gpu_memory),
                         mfu=args.mfu, gpu_tflops=args.gpu_tflops, shard=args.shard or settings.get("shard", False))

@@ -1,10 +1,19 @@
-"""`llm2comp search`: a small semantic search, to see a model in use."""
+"""`llm2comp search`: a small semantic search, to see a model in use.
+
+`--precision binary` searches a binary index: the documents are kept only as their sign bits
+(ceil(d / 8) bytes each) and ranked by Hamming distance to the query's bits. `--rescore-multiplier M`
+then takes the best `--top` x M of them and ranks those again by the cosine of the float query with
+each document's bits unpacked to +-1 (models/quantization.py `rank_binary`): the rescoring reads the
+binary index only, no float document embedding is kept.
+"""
 
 from __future__ import annotations
 
 from ..errors import InvalidSetting
 from ..models.default_model import DEFAULT_MODEL_NAME
 from .arguments import add_trust_remote_code, non_blank_text, positive_int
+
+SEARCH_PRECISIONS = ("float32", "binary")
 from .long_text_options import add_long_text_arguments, check_overlap_applies
 
 EXAMPLE_DOCUMENTS = [
@@ -36,14 +45,37 @@ def add_parser(sub) -> None:
                         help="instruction given to the queries ('' = only the model's saved query prompt, if any; "
                         "default: a retrieval instruction)")
     parser.add_argument("--top", type=positive_int, default=2, help="matches shown per query (>= 1)")
+    parser.add_argument("--precision", choices=SEARCH_PRECISIONS, default="float32",
+                        help="float32: cosine of float embeddings (default); binary: documents as packed sign bits, "
+                        "ranked by Hamming distance (the score shown: 1 - 2 x distance / d)")
+    parser.add_argument("--rescore-multiplier", type=positive_int, default=None,
+                        help="with --precision binary: rank the best --top x N by Hamming, then rescore those by "
+                        "the float query . the documents' +-1 bits (cosine; default: no rescoring)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
     parser.set_defaults(run=run)
 
 
-def semantic_search(model, queries, documents, instruction: str | None, top: int):
-    """Return, per query, the `top` (score, document) pairs, best first (MaxSim for multivector models)."""
+def semantic_search(model, queries, documents, instruction: str | None, top: int, precision: str = "float32",
+                    rescore_multiplier: int | None = None):
+    """Return, per query, the `top` (score, document) pairs, best first (MaxSim for multivector models).
+
+    `precision="binary"`: documents as binary codes, Hamming search, and with `rescore_multiplier` the
+    float rescoring of the best `top * rescore_multiplier` (module docstring)."""
+    from ..models.quantization import check_precision, rank_binary
+
+    check_precision(precision, SEARCH_PRECISIONS)
+    if rescore_multiplier is not None and precision != "binary":
+        raise InvalidSetting("--rescore-multiplier applies to --precision binary only (float32 ranks exactly)")
+    if precision == "binary" and model.config.long_texts == "multivector":
+        raise InvalidSetting("--precision binary searches one vector per text; the model reads long texts as "
+                             "multivector: add --long-texts truncate or segments")
     query_embeddings = model.encode_query(queries, instruction=instruction)
+    if precision == "binary":
+        codes = model.encode_document(documents, precision="binary")
+        indices, scores = rank_binary(query_embeddings, codes, top, rescore_multiplier)
+        return [[(float(s), documents[i]) for s, i in zip(values, rows)]
+                for values, rows in zip(scores.tolist(), indices.tolist())]
     document_embeddings = model.encode_document(documents)
     scores = model.similarity(query_embeddings, document_embeddings)
     best = scores.topk(min(top, len(documents)), dim=1)
@@ -69,8 +101,14 @@ def run(args) -> int:
                              "embedded without instruction (queries get --instruction); remove the field")
     queries = args.query or EXAMPLE_QUERIES
     instruction = args.instruction if args.instruction.strip() else None
+    if args.rescore_multiplier is not None and args.precision != "binary":
+        raise InvalidSetting("--rescore-multiplier applies to --precision binary only (float32 ranks exactly)")
+    if args.precision == "binary" and args.long_texts == "multivector":
+        raise InvalidSetting("--precision binary searches one vector per text; --long-texts multivector gives "
+                             "several: use --long-texts truncate or segments")
     model = load_for_use(args.model, trust_remote_code=args.trust_remote_code)
     model.set_long_texts(args.long_texts, args.overlap)
     check_overlap_applies(args.overlap, model.config.long_texts, saved=True)
-    print_search(queries, semantic_search(model, queries, documents, instruction, args.top))
+    print_search(queries, semantic_search(model, queries, documents, instruction, args.top, args.precision,
+                                          args.rescore_multiplier))
     return 0

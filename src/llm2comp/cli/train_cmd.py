@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
                             "saved to OUTPUT_DIR/model.", epilog=STAGE_HELP,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True,
-                        help="YAML recipe or pipeline (see configs/); required: there is no default run, so "
+                        help="YAML recipe or pipeline: a path, or a packaged recipe's name (`llm2comp configs "
+                        "list`); required: there is no default run, so "
                         "nothing trains until you say what (e.g. configs/quickstart.yaml, minutes on a CPU)")
     parser.add_argument("--stage", default=None, choices=["pretrain", "unsupervised", "supervised"])
     parser.add_argument("--no-resume", action="store_true",
@@ -67,13 +68,15 @@ def add_parser(sub) -> None:
 def run(args, overrides: list[str] = ()) -> int:
     import logging
 
-    from ..training.config import load_stage_config
+    from ..recipes.stage_config import load_stage_config
 
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
     logging.getLogger("llm2comp").setLevel(logging.INFO)
     from ..recipes import run_stage
+    from ..recipes.packaged import resolve_recipe
     from ..recipes.pipeline import is_pipeline_file, load_pipeline, run_pipeline
 
+    args.config = resolve_recipe(args.config)  # an existing path, else a packaged name (`quickstart`)
     if is_pipeline_file(args.config):
         configs = load_pipeline(args.config, overrides)
         if args.stage:

@@ -13,7 +13,7 @@ from .batching import ContrastiveBatchSampler, pair_keys, text_key
 from .corpora import Corpus, load_corpus
 from .demo_pairs import wiki_cloze_pairs, wiki_demo_pairs
 from .filters import count_tokens, filter_texts
-from .instructions import E5_INSTRUCTIONS, format_query, instruction_for, instruction_table
+from .instructions import E5_INSTRUCTIONS, instruction_for, instruction_table
 from .pairs import PairExample, PairSet, drop_duplicates, read_e5_mix, read_pairs
 from .reading import DataError, MissingDataError
 from .sentences import load_sentences, sentences_from_documents, split_sentences
@@ -23,7 +23,7 @@ from .wikipedia import WIKI_LICENSE, wiki_articles, wiki_dump_path, wiki_paragra
 __all__ = [
     "ContrastiveBatchSampler", "Corpus", "DataError", "E5_INSTRUCTIONS", "MissingDataError", "PairExample",
     "PairSet", "SOURCE_TYPES", "SourceSpec", "WIKI_LICENSE",
-    "count_tokens", "drop_duplicates", "filter_texts", "format_query", "instruction_for", "instruction_table",
+    "count_tokens", "drop_duplicates", "filter_texts", "instruction_for", "instruction_table",
     "load_corpus", "load_documents", "load_sentences", "pair_keys", "read_e5_mix", "read_pairs",
     "sentences_from_documents", "split_sentences", "text_key", "wiki_articles", "wiki_cloze_pairs", "wiki_demo_pairs",
     "wiki_dump_path", "wiki_paragraphs",

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import UnknownName
-from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE, apply_instruction
 
 _RETRIEVE_WIKI = "Given a question, retrieve Wikipedia passages that answer the question"
 _CHINESE_WEB = "Given a Chinese search query, retrieve web passages that answer the question"
@@ -82,6 +81,3 @@ def instruction_for(task: str, extra: Mapping[str, str] | None = None) -> str:
     return table[task]
 
 
-def format_query(query: str, instruction: str | None, template: str = DEFAULT_INSTRUCTION_TEMPLATE) -> str:
-    """The text the encoder sees for a query: ``"{instruction}: {query}"``, or the query alone."""
-    return apply_instruction(instruction, query, template)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, UnknownName
-from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
-from .instructions import E5_INSTRUCTIONS, format_query, instruction_table
+from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE, apply_instruction
+from .instructions import E5_INSTRUCTIONS, instruction_table
 from .reading import DataError, MissingDataError, iter_jsonl, require_text
 
 MAX_DUPLICATES_REPORTED = 20
@@ -47,7 +47,7 @@ class PairExample:
 
     def query_text(self, template: str = DEFAULT_INSTRUCTION_TEMPLATE) -> str:
         """The query as the encoder sees it, instruction included; documents stay plain."""
-        return format_query(self.query, self.instruction, template)
+        return apply_instruction(self.instruction, self.query, template)
 
     @property
     def group(self) -> str | None:

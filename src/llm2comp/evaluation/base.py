@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import InvalidSetting, LLM2CompError, MissingDependency
-from ..inputs import DEFAULT_INSTRUCTION_TEMPLATE
+from .encoders import as_encoder, default_long_texts, long_text_modes, window_budget_of
 
 SKLEARN_HINT = "pip install scikit-learn scipy   (or: pip install 'llm2comp[eval]')"
 
@@ -50,30 +50,25 @@ def single_threaded():
 
 
 # ---------------------------------------------------------------------------------------------- encoding
-def _encode_all(model, items: list[tuple[str | None, str]], batch_size: int, show_progress_bar: bool,
+def _encode_all(encoder, items: list[tuple[str | None, str]], batch_size: int, show_progress_bar: bool,
                 long_texts: str | None = None, overlap: int | None = None) -> np.ndarray:
-    """Embed `(instruction, text)` items with an LLM2Comp model or any sentence-transformers-like model.
+    """Embed `(instruction, text)` items with a `TextEncoder` (encoders.py; instructions its own way).
 
-    All items go to the model in one call: it sorts them by length and plans its own batches
+    All items go to the encoder in one call: it sorts them by length and plans its own batches
     (`encoding.plan_batches` for LLM2Comp: larger batches for short texts).
     """
-    from ..models.encoder import LLM2Comp
-
-    if isinstance(model, LLM2Comp):
-        inputs = [(instruction, text) if instruction else text for instruction, text in items]
-        return model.encode(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True,
-                            long_texts=long_texts, overlap=overlap)
-    texts = [DEFAULT_INSTRUCTION_TEMPLATE.format(instruction=i, text=t) if i else t for i, t in items]
-    out = model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True)
+    inputs = [(instruction, text) if instruction else text for instruction, text in items]
+    out = encoder.encode(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True,
+                         long_texts=long_texts, overlap=overlap)
     return np.asarray(out, dtype=np.float32)
 
 
-def _encode_windows(model, items: list[tuple[str | None, str]], batch_size: int, show_progress_bar: bool,
+def _encode_windows(encoder, items: list[tuple[str | None, str]], batch_size: int, show_progress_bar: bool,
                     overlap: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per item: (its window embeddings (S, d), its `segments` vector (d,)), from one pass of an LLM2Comp."""
+    """Per item: (its window embeddings (S, d), its `segments` vector (d,)), from one pass of the encoder."""
     inputs = [(instruction, text) if instruction else text for instruction, text in items]
-    windows = model.encode_windows(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                   overlap=overlap)
+    windows = encoder.encode_windows(inputs, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                     overlap=overlap)
     means = windows.weighted_mean().numpy()
     return [(part.numpy(), mean) for part, mean in zip(windows.split(), means)]
 
@@ -93,9 +88,10 @@ def _summarise_warnings(caught, desc: str) -> None:
                       "keeps them whole)", stacklevel=4)
 
 
-def _checked_overlap(model, long_texts: str, overlap: int | None) -> int | None:
-    """`overlap` if it can apply: windows are cut (segments / multivector) and it fits inside one window."""
-    from ..models.long_texts import check_overlap, window_budget
+def _checked_overlap(encoder, long_texts: str, overlap: int | None) -> int | None:
+    """`overlap` if it can apply: windows are cut (segments / multivector) and it fits inside one window
+    (where the encoder tells its window size: `encoders.window_budget_of`)."""
+    from ..models.long_texts import check_overlap
 
     if overlap is None:
         return None
@@ -103,39 +99,46 @@ def _checked_overlap(model, long_texts: str, overlap: int | None) -> int | None:
         raise InvalidSetting(f"overlap={overlap!r} applies only with long_texts 'segments' or 'multivector' "
                              "(where texts are cut into windows); with 'truncate' no windows overlap. Set "
                              "long_texts, or drop overlap")
-    config = model.config
-    return check_overlap(overlap, window_budget(config.max_length, len(model.prefix_ids()), config.num_memory_tokens))
+    budget = window_budget_of(encoder)
+    return check_overlap(overlap, budget) if budget is not None else overlap
 
 
 class Embedder:
     """Encode texts through a model, caching by (instruction, text); one model call per call.
 
-    `model` is an `LLM2Comp` (instructions through its template) or any object with a
-    sentence-transformers `encode(texts, batch_size=..., show_progress_bar=..., convert_to_numpy=...)`
-    (instructions prepended as `"{instruction}: {text}"`). `long_texts` (LLM2Comp only; None = the
-    model's default) and `overlap` are passed to `encode`. With `multivector`, `windows()` gives each
-    text's window embeddings (retrieval and reranking score them with MaxSim), and a plain call gives
-    the token-weighted mean of the same windows (the `segments` vector) to every other task.
+    `model` is a `TextEncoder` such as an `LLM2Comp` (instructions its own way, through its
+    template), or any object with a sentence-transformers `encode(texts, ...)` (wrapped by
+    `encoders.SentenceEncoder`: instructions prepended as `"{instruction}: {text}"`); anything else is
+    refused (`InvalidType`). `long_texts` (None = the model's default; modes other than `truncate`
+    need an encoder with windows) and `overlap` are passed to `encode`. With `multivector`,
+    `windows()` gives each text's window embeddings (retrieval and reranking score them with MaxSim),
+    and a plain call gives the token-weighted mean of the same windows (the `segments` vector) to
+    every other task. `precision` / `rescore_multiplier` tell retrieval and reranking how to score
+    (quantised; `EvalSettings`); the cached embeddings stay float.
     """
 
     def __init__(self, model, batch_size: int = 16, show_progress_bar: bool = True, long_texts: str | None = None,
-                 overlap: int | None = None):
-        from ..models.encoder import LLM2Comp
+                 overlap: int | None = None, precision: str = "float32", rescore_multiplier: int | None = None):
         from ..models.long_texts import check_long_texts
 
-        if batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InvalidSetting(f"batch_size must be >= 1, got {batch_size}")
         if long_texts is not None:
             check_long_texts(long_texts)
-        if not isinstance(model, LLM2Comp) and long_texts not in (None, "truncate"):
-            raise InvalidSetting(f"long_texts={long_texts!r} needs an LLM2Comp model; {type(model).__name__} truncates")
+        encoder = as_encoder(model)
+        if long_texts is not None and long_texts not in long_text_modes(encoder):
+            raise InvalidSetting(f"long_texts={long_texts!r} needs an encoder that reads long texts in windows (an "
+                                 f"LLM2Comp model); {type(model).__name__} truncates")
         self.model = model
+        self.encoder = encoder
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
-        if isinstance(model, LLM2Comp) and long_texts is None:
-            long_texts = model.config.long_texts
-        self.long_texts = long_texts or "truncate"
-        self.overlap = _checked_overlap(model, self.long_texts, overlap)
+        self.long_texts = long_texts or default_long_texts(encoder)
+        self.overlap = _checked_overlap(encoder, self.long_texts, overlap)
+        self.precision, self.rescore_multiplier = precision, rescore_multiplier
+        if precision != "float32" and self.long_texts == "multivector":
+            raise InvalidSetting(f"precision {precision!r} scores one vector per text; long_texts 'multivector' "
+                                 "gives several (use 'segments', or precision 'float32')")
         self._cache: dict[tuple[str | None, str], np.ndarray] = {}
         self._windows: dict[tuple[str | None, str], np.ndarray] = {}  # multivector mode only
         self.num_encoded = 0  # texts actually run through the model (cache misses)
@@ -160,12 +163,12 @@ class Embedder:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if missing and self.long_texts == "multivector":
-                encoded = _encode_windows(self.model, missing, self.batch_size, self.show_progress_bar, self.overlap)
+                encoded = _encode_windows(self.encoder, missing, self.batch_size, self.show_progress_bar, self.overlap)
                 for key, (parts, mean) in zip(missing, encoded):
                     self._windows[key] = np.asarray(parts, dtype=np.float32)
                     self._cache[key] = np.asarray(mean, dtype=np.float32)
             elif missing:
-                vectors = _encode_all(self.model, missing, self.batch_size, self.show_progress_bar, self.long_texts,
+                vectors = _encode_all(self.encoder, missing, self.batch_size, self.show_progress_bar, self.long_texts,
                                       self.overlap)
                 for key, vector in zip(missing, vectors):
                     self._cache[key] = np.asarray(vector, dtype=np.float32)

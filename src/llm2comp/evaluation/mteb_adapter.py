@@ -17,11 +17,14 @@ to thousands of tokens (32k for the synthetic needle / passkey ones), the place 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from ..errors import InvalidSetting, LLM2CompError, MissingDependency
 from .base import finite_main_score
+from .encoders import as_encoder, default_long_texts, embedding_dimension
 
 MTEB_HINT = "pip install 'mteb>=2'   (or: pip install 'llm2comp[eval]')"
 
@@ -75,26 +78,28 @@ def require_mteb():
 
 
 class MTEBEncoder:
-    """An LLM2Comp model as an MTEB encoder (`isinstance(MTEBEncoder(...), mteb.EncoderProtocol)`).
+    """An encoder as an MTEB encoder (`isinstance(MTEBEncoder(...), mteb.EncoderProtocol)`).
 
     `model_name` is a model folder / name (loaded with `LLM2Comp.from_pretrained(model_name,
-    revision=revision, device=device, **load_kwargs)`) or a ready `LLM2Comp` instance.
+    revision=revision, device=device, **load_kwargs)`), a ready `TextEncoder` such as an `LLM2Comp`,
+    or a sentence-transformers-like model (wrapped by `encoders.SentenceEncoder`).
     """
 
     def __init__(self, model_name, revision: str | None = None, *, device: str | None = None,
                  instructions: dict[str, str] | None = None, batch_size: int = 16, name: str | None = None,
                  long_texts: str | None = None, overlap: int | None = None, **load_kwargs):
-        from ..models.encoder import LLM2Comp
+        if model_name is None or isinstance(model_name, (str, os.PathLike)):
+            from ..models.encoder import LLM2Comp
 
-        if isinstance(model_name, LLM2Comp):
-            self.model = model_name
-        else:
             self.model = LLM2Comp.from_pretrained(model_name, revision=revision, device=device, **load_kwargs)
+        else:
+            self.model = as_encoder(model_name)
         self.instructions = dict(instructions or {})
         self.batch_size = batch_size
-        self.name = name or str(getattr(self.model.config, "backbone", "model"))
+        config = getattr(self.model, "config", None)
+        self.name = name or str(getattr(config, "backbone", None) or getattr(self.model, "name", None) or "model")
         self.revision = revision
-        self.long_texts = long_texts or self.model.config.long_texts
+        self.long_texts = long_texts or default_long_texts(self.model)
         self.overlap = overlap
         if self.long_texts == "multivector":
             raise InvalidSetting("MTEB scores one vector per text: use long_texts='segments' (or 'truncate') with MTEB "
@@ -114,7 +119,7 @@ class MTEBEncoder:
         instruction = self.instruction_for(task_metadata.name, task_metadata.type, prompt_type)
         texts = [text for batch in inputs for text in batch["text"]]
         if not texts:
-            return np.zeros((0, self.model.hidden_size), dtype=np.float32)
+            return np.zeros((0, embedding_dimension(self.model) or 0), dtype=np.float32)
         texts = [text if text.strip() else " " for text in texts]  # MTEB data has rare empty documents
         return self.model.encode(texts, batch_size=kwargs.get("batch_size") or self.batch_size,
                                  show_progress_bar=kwargs.get("show_progress_bar", False), instruction=instruction,
@@ -122,8 +127,13 @@ class MTEBEncoder:
                                  overlap=self.overlap)
 
     def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
-        """Cosine similarity matrix (n, m)."""
-        return self.model.similarity(embeddings1, embeddings2)
+        """Cosine similarity matrix (n, m) (the model's own `similarity` where it has one: LLM2Comp)."""
+        own = getattr(self.model, "similarity", None)
+        if callable(own):
+            return own(embeddings1, embeddings2)
+        a = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings1)).float(), dim=-1)
+        b = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings2)).float(), dim=-1)
+        return a @ b.T
 
     def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
         """Cosine similarity of row i with row i, (n,)."""
@@ -137,8 +147,9 @@ class MTEBEncoder:
 
         base = self.name.replace("\\", "/").rstrip("/").split("/")[-1] or "model"
         return ModelMeta.create_empty({
-            "name": f"llm2comp/{base}", "revision": self.revision or "local", "embed_dim": self.model.hidden_size,
-            "similarity_fn_name": "cosine", "use_instructions": True, "max_tokens": self.model.config.max_length,
+            "name": f"llm2comp/{base}", "revision": self.revision or "local",
+            "embed_dim": embedding_dimension(self.model), "similarity_fn_name": "cosine", "use_instructions": True,
+            "max_tokens": getattr(getattr(self.model, "config", None), "max_length", None),
             "framework": ["PyTorch", "Transformers"],
         })
 

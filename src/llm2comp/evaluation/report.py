@@ -121,6 +121,8 @@ def render_markdown(results: dict) -> str:
     lines += _diagnostics_markdown(results.get("diagnostics") or {})
     if results.get("comparison"):
         lines += comparison_markdown(results["comparison"])
+    if results.get("baselines"):
+        lines += baselines_markdown(results)
     return "\n".join(lines) + "\n"
 
 
@@ -162,25 +164,40 @@ def comparison_markdown(comparison: dict) -> list[str]:
     return lines + [""]
 
 
-def stages_markdown(columns: list[tuple[str, dict]]) -> list[str]:
-    """One row per task, one column per evaluated model (e.g. backbone, stage 1, stage 2), and the
-    change of the last column against the first; scores x 100."""
+def stages_markdown(columns: list[tuple[str, dict]], *, delta: bool = True) -> list[str]:
+    """One row per task (those every column has), one column per evaluated model (e.g. backbone, stage 1,
+    stage 2, or a model and its baselines) and, with `delta`, the change of the last column against the
+    first; scores x 100. A column is (label, anything with a `tasks` list of records)."""
     if not columns:
         return []
     first = columns[0][1]
     scores = [{t["task_name"]: t for t in results["tasks"]} for _, results in columns]
     names = [t["task_name"] for t in first["tasks"] if all(t["task_name"] in s for s in scores)]
     labels = " | ".join(label for label, _ in columns)
-    lines = [f"| task | metric | {labels} | Δ last - first |", "|---|---|" + "---:|" * (len(columns) + 1)]
+    last = " Δ last - first |" if delta else ""
+    lines = [f"| task | metric | {labels} |{last}", "|---|---|" + "---:|" * (len(columns) + delta)]
     for name in names:
         values = [s[name]["main_score"] for s in scores]
         lines.append(f"| {name} | {scores[0][name]['main_metric']} | " + " | ".join(_pct(v) for v in values)
-                     + f" | {100 * (values[-1] - values[0]):+.2f} |")
+                     + (f" | {100 * (values[-1] - values[0]):+.2f} |" if delta else " |"))
     averages = [sum(s[n]["main_score"] for n in names) / len(names) if names else None for s in scores]
-    delta = "—" if None in averages else f"{100 * (averages[-1] - averages[0]):+.2f}"
+    change = "—" if None in averages else f"{100 * (averages[-1] - averages[0]):+.2f}"
     lines.append(f"| **average** ({len(names)} tasks) | | " + " | ".join(f"**{_pct(a)}**" for a in averages)
-                 + f" | **{delta}** |")
+                 + (f" | **{change}** |" if delta else " |"))
     return lines + [""]
+
+
+def baselines_markdown(results: dict) -> list[str]:
+    """The model beside its baselines (`results["baselines"]`, evaluation/baselines.py): one column each."""
+    entries = results.get("baselines") or []
+    if not entries:
+        return []
+    columns = [(model_label(results), results), *((entry["label"], entry) for entry in entries)]
+    saved = [f"`{entry['results']}`" for entry in entries if entry.get("results")]
+    return (["## Baselines", "", "Trained non-LLM baselines on the same suite and subsample (they ignore "
+             "instructions and read texts whole); scores x 100.", ""]
+            + stages_markdown(columns, delta=False)
+            + ([f"Their own results: {', '.join(saved)}.", ""] if saved else []))
 
 
 def write_report(results: dict, output_dir: str | Path) -> tuple[Path, Path]:

@@ -4,7 +4,9 @@ Metrics (as MTEB's reranking tasks, which score each query's candidates only): t
 is the mean over queries of the average precision of the ranked candidates (mean of precision@r over
 the ranks r of the positives; equals MTEB's `map_at_1000` for lists shorter than 1,000); also
 `mrr_at_10` and `ndcg_at_10` (binary relevance). Queries get the task's instruction; candidates
-never do. Queries without a positive or without a negative are dropped (nothing to rank).
+never do. Queries without a positive or without a negative are dropped (nothing to rank). With
+`EvalSettings.precision` int8 / binary the candidates are ranked as retrieval.py's `rank_quantized`
+ranks a corpus (int8 calibrated on all the task's candidates).
 
 File formats:
 - JSONL (MTEB's reranking layout): one object per query with `query` (text), `positive` and
@@ -15,6 +17,7 @@ Column names are configurable (`query=`, `positive=`, `negative=`, `document=`, 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import numpy as np
 from ..data.reading import format_suffix
 from .base import Embedder, EvalDataError, Task, cosine_matrix, seeded_subset
 from .formats import JSONL_SUFFIXES, as_binary_label, as_text, as_text_list, read_raw_table, select_columns
-from .retrieval import ranking_metrics
+from .retrieval import int8_ranges, rank_quantized, ranking_metrics
 
 
 @dataclass
@@ -37,6 +40,15 @@ def maxsim_scores(queries, documents) -> np.ndarray:
     from ..models.maxsim import maxsim
 
     return maxsim(queries, documents).double().numpy()
+
+
+def quantized_scores(query, documents, *, precision: str, rescore_multiplier: int | None, ranges) -> np.ndarray:
+    """(1, n): minus the rank of each document in `rank_quantized`'s ranking for the one `query` (precision
+    int8 / binary, retrieval.py), scores whose order is that ranking."""
+    ranking = rank_quantized(query, documents, len(documents), precision, rescore_multiplier, ranges)[0]
+    out = np.empty((1, len(documents)))
+    out[0, ranking] = -np.arange(len(ranking), dtype=np.float64)
+    return out
 
 
 def reranking_metrics(scores_per_query: list[np.ndarray], labels_per_query: list[np.ndarray]) -> dict[str, float]:
@@ -76,6 +88,10 @@ class RerankingTask(Task):
         candidates = [c for item in self.items for c in item.positives + item.negatives]
         doc_embeddings = encode(candidates, None, desc=f"{self.name} (candidates)")
         score = maxsim_scores if multivector else cosine_matrix
+        if embed.precision != "float32":  # quantised (EvalSettings.precision): int8 calibrated on all candidates
+            ranges = int8_ranges(doc_embeddings) if embed.precision == "int8" else None
+            score = functools.partial(quantized_scores, precision=embed.precision,
+                                      rescore_multiplier=embed.rescore_multiplier, ranges=ranges)
         scores, labels, start = [], [], 0
         for q, item in enumerate(self.items):
             count = len(item.positives) + len(item.negatives)

@@ -12,6 +12,12 @@ A document is relevant when its qrel score is > 0. Ties keep corpus order. Queri
 instruction; documents never do. With a multivector embedder (`long_texts="multivector"`), queries
 and documents are scored by MaxSim over their windows (models/maxsim.py) instead of cosine.
 
+Quantised scoring (`EvalSettings.precision`, `rank_quantized`): int8 ranks by the dot product of the
+int8 codes of the normalised embeddings, the ranges calibrated on the task's documents (the index) and
+shared by the queries; binary ranks by Hamming distance of the sign bits, and with a rescore multiplier
+m the best `RESCORE_TOP` x m by Hamming are ranked again by the float query . the documents' +-1 bits
+(the binary index only; models/quantization.py `rank_binary`), the rest following in Hamming order.
+
 File format (BEIR-like): `queries` and `corpus` files (TSV/CSV/JSONL) with `id` and `text` columns
 (corpus: optional `title`, prepended to the text); a `qrels` file with `query-id`, `corpus-id`,
 `score` columns. All column names are configurable.
@@ -24,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InvalidSetting
 from .base import Embedder, EvalDataError, Task, normalize_rows, seeded_subset
 from .formats import as_float, as_text, read_table
 
 K_VALUES = (1, 3, 5, 10, 100)
+RESCORE_TOP = 10  # binary rescoring: the best RESCORE_TOP x multiplier candidates (the main metric's cutoff)
 
 
 def rank_documents(query_embeddings, doc_embeddings, top_k: int, chunk: int = 256) -> np.ndarray:
@@ -47,6 +55,38 @@ def rank_documents(query_embeddings, doc_embeddings, top_k: int, chunk: int = 25
         scores = maxsim(queries, docs).double().numpy() if multivector else normalize_rows(queries) @ docs.T
         out.append(np.argsort(-scores, axis=1, kind="stable")[:, :top_k])
     return np.concatenate(out) if out else np.zeros((0, top_k), dtype=np.int64)
+
+
+def rank_quantized(query_embeddings, doc_embeddings, top_k: int, precision: str,
+                   rescore_multiplier: int | None = None, ranges=None) -> np.ndarray:
+    """Indices of the `top_k` best documents per query, best first, (Q, top_k), scored in `precision`
+    (module docstring). int8: `ranges` (2, d) of the normalised documents (None: calibrated on
+    `doc_embeddings`); float32 is `rank_documents`."""
+    from ..models.quantization import check_precision, quantize, rank_binary
+
+    check_precision(precision, ("float32", "int8", "binary"))
+    if precision == "float32":
+        if rescore_multiplier is not None:
+            raise InvalidSetting("rescore_multiplier applies to precision 'binary' only")
+        return rank_documents(query_embeddings, doc_embeddings, top_k)
+    queries = normalize_rows(query_embeddings).astype(np.float32)
+    docs = normalize_rows(doc_embeddings).astype(np.float32)
+    if precision == "binary":
+        indices, _ = rank_binary(queries, quantize(docs, "binary"), top_k, rescore_multiplier, RESCORE_TOP)
+        return indices
+    if rescore_multiplier is not None:
+        raise InvalidSetting("rescore_multiplier applies to precision 'binary' only")
+    if ranges is None:
+        ranges = int8_ranges(docs)
+    doc_codes = quantize(docs, "int8", ranges=ranges).astype(np.int64)
+    scores = quantize(queries, "int8", ranges=ranges).astype(np.int64) @ doc_codes.T
+    return np.argsort(-scores, axis=1, kind="stable")[:, :min(top_k, len(docs))]
+
+
+def int8_ranges(doc_embeddings) -> np.ndarray:
+    """(2, d): per-dimension min and max of the normalised documents, the int8 calibration of a task."""
+    docs = normalize_rows(doc_embeddings)
+    return np.stack([docs.min(axis=0), docs.max(axis=0)]).astype(np.float32)
 
 
 def ranking_metrics(rankings: list[list[int]], relevance: list[dict[int, float]],
@@ -83,9 +123,15 @@ def ranking_metrics(rankings: list[list[int]], relevance: list[dict[int, float]]
 
 
 def retrieval_metrics(query_embeddings, doc_embeddings, relevance: list[dict[int, float]],
-                      k_values=K_VALUES) -> dict[str, float]:
-    """Rank the corpus (cosine, or MaxSim for multivector embeddings) and score it; `main_score` = `ndcg_at_10`."""
-    rankings = rank_documents(query_embeddings, doc_embeddings, top_k=max(k_values)).tolist()
+                      k_values=K_VALUES, precision: str = "float32",
+                      rescore_multiplier: int | None = None) -> dict[str, float]:
+    """Rank the corpus (cosine, or MaxSim for multivector embeddings; quantised with `precision`, module
+    docstring) and score it; `main_score` = `ndcg_at_10`."""
+    if precision == "float32" and rescore_multiplier is None:
+        rankings = rank_documents(query_embeddings, doc_embeddings, top_k=max(k_values)).tolist()
+    else:
+        rankings = rank_quantized(query_embeddings, doc_embeddings, max(k_values), precision,
+                                  rescore_multiplier).tolist()
     out = ranking_metrics(rankings, relevance, k_values)
     out["main_score"] = out["ndcg_at_10"]
     return out
@@ -121,7 +167,8 @@ class RetrievalTask(Task):
         encode = embed.windows if embed.long_texts == "multivector" else embed
         query_embeddings = encode(self.queries, self.instruction, desc=f"{self.name} (queries)")
         doc_embeddings = encode(self.corpus, None, desc=f"{self.name} (corpus)")
-        out = retrieval_metrics(query_embeddings, doc_embeddings, self.relevance)
+        out = retrieval_metrics(query_embeddings, doc_embeddings, self.relevance,
+                                precision=embed.precision, rescore_multiplier=embed.rescore_multiplier)
         out["corpus_size"] = float(len(self.corpus))
         return out
 

@@ -1,4 +1,5 @@
-"""`evaluate()`: run a suite on a model, add diagnostics, write the report, compare with another model."""
+"""`evaluate()` runs a suite on a model, adds diagnostics and writes the report; `compare_models()` puts it
+side by side with saved results or another model evaluated with the same settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import ensure_writable_dir
-from ..errors import InvalidSetting, LLM2CompError, MissingFile, UnknownName
+from ..errors import InvalidSetting, InvalidType, LLM2CompError, MissingFile, UnknownName
 from ..models.loading import load_for_use as load_model
 from .base import Embedder, Task, finite_main_score
 from .diagnostics import (
@@ -25,18 +27,22 @@ from .diagnostics import (
     plot_correlation,
     plot_spectra,
 )
+from .encoders import as_encoder
 from .report import RESULTS_NAME, compare_results, load_results, model_label, write_report
+from .settings import EvalSettings, check_settings
 from .suites import MTEB_SUITE_NAMES, Suite, get_suite
 
 MEMORY_DIAGNOSTIC_TEXTS = 64
 
 
 def describe_model(model, name: str | None) -> dict:
-    from ..models.encoder import LLM2Comp
+    """The model's name and, for a model carrying an LLM2Comp config, its layout (backbone, pooling, k, ...)."""
+    from ..models.config import LLM2CompConfig
 
-    if not isinstance(model, LLM2Comp):
-        return {"name": name or type(model).__name__}
-    config = model.config
+    config = getattr(model, "config", None)
+    if not isinstance(config, LLM2CompConfig):
+        own = getattr(model, "model_description", None)  # e.g. a baseline's parameters (baselines.py)
+        return {**(own() if callable(own) else {}), "name": name or type(model).__name__}
     info = {"name": name or str(config.backbone), "backbone": str(config.backbone), "pooling": config.pooling,
             "num_memory_tokens": config.num_memory_tokens, "attention": config.attention,
             "max_length": config.max_length, "embedding_dim": model.hidden_size,
@@ -126,26 +132,6 @@ def _check_model_reference(reference, pooling: str | None, trust_remote_code: bo
                           f"({error})") from error
 
 
-def _check_settings(*, batch_size, max_items, seed, overlap, long_texts, instructions) -> None:
-    """The plain settings of `evaluate`, checked before anything is read or loaded."""
-    from ..errors import InvalidType
-    from ..models.long_texts import check_long_texts
-
-    for key, value, minimum, optional in (("batch_size", batch_size, 1, False), ("max_items", max_items, 1, True),
-                                          ("seed", seed, 0, True), ("overlap", overlap, 0, True)):
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise InvalidSetting(f"{key} must be a whole number >= {minimum}" + (" or None" if optional else "")
-                                 + f", got {value!r}")
-    if long_texts is not None:
-        check_long_texts(long_texts)
-    if instructions is not None and not (isinstance(instructions, dict)
-                                         and all(isinstance(v, str) for v in instructions.values())):
-        raise InvalidType("instructions must be a dict of task name -> instruction text ('' = none), got "
-                          f"{type(instructions).__name__}")
-
-
 def _check_shared_tasks(other: dict, task_names: list[str], suite_name: str) -> None:
     """Refuse saved results that share no task with the suite: the comparison would compare nothing."""
     theirs = [record["task_name"] for record in other["tasks"]]
@@ -163,108 +149,193 @@ def _check_instructions(instructions: dict[str, str] | None, task_names: list[st
                           f"{task_names}")
 
 
-def evaluate(model, suite: str | Path | Suite = "offline", output_dir: str | Path | None = None, *,
-             pooling: str | None = None, max_items: int | None = None, seed: int | None = None, batch_size: int = 16,
-             diagnostics: bool = True, compare=None, compare_pooling: str | None = None,
-             instructions: dict[str, str] | None = None, name: str | None = None,
-             show_progress_bar: bool = True, dtype: str = "float32", device: str | None = None,
-             long_texts: str | None = None, overlap: int | None = None, trust_remote_code: bool = False) -> dict:
-    """Evaluate `model` on a suite; return the results dict (and write results.json/report.md/plots).
+@dataclass
+class PreparedSuite:
+    """A suite read and checked once (before any model loads), shared by the models of a comparison."""
 
-    model: an `LLM2Comp` (or any sentence-transformers-like encoder), or a name/path loaded with
-        `load_model(model, pooling)` (`pooling` mean/last = the untrained token-pooling baselines).
-    suite: "offline" / "longdoc" (packaged data), "paper14" / "longembed" (MTEB, need the Hub), a suite
-        YAML path, or a `Suite`.
-    output_dir: where to write results.json, report.md and the diagnostic PNGs (None: write nothing).
-    max_items / seed: per-task cap and the seed of every subsample (None: a suite file's `seed:`, else 0).
-        batch_size: encoding batch size.
-    compare: a results dict, a saved results.json (or its folder), or another model name/path (then
-        evaluated on the same suite, with `compare_pooling`); adds a side-by-side table.
-    instructions: task name -> instruction, overriding the suite's / the MTEB defaults ("" = none).
-    dtype / device / trust_remote_code: how a model given by name is loaded.
-    long_texts: truncate | segments | multivector for texts beyond max_length (None: the model's
-        default; models/long_texts.py); multivector scores retrieval and reranking by MaxSim.
-        overlap: tokens shared by consecutive windows (None: the model's `long_text_overlap`).
-    """
-    start, cpu_start = time.perf_counter(), time.process_time()
-    _check_settings(batch_size=batch_size, max_items=max_items, seed=seed, overlap=overlap, long_texts=long_texts,
-                    instructions=instructions)
-    output_dir = Path(output_dir) if output_dir is not None else None
-    mteb_tasks = suite_object = None
-    if str(suite) in MTEB_SUITE_NAMES:
-        from .mteb_adapter import load_mteb_suite
+    name: str
+    description: str
+    task_names: list[str]
+    seed: int  # resolved: the settings' seed, else the suite's, else 0
+    suite: Suite | None = None  # an offline / YAML suite
+    mteb_tasks: list | None = None  # an MTEB suite (paper14, longembed)
 
-        if long_texts == "multivector":
+
+def prepare_suite(suite: str | Path | Suite, settings: EvalSettings) -> PreparedSuite:
+    """Read `suite` (an MTEB suite checks the Hub now) and check the settings' instructions against it."""
+    if not isinstance(suite, Suite) and str(suite) in MTEB_SUITE_NAMES:
+        from .mteb_adapter import MTEB_SUITE_DESCRIPTIONS, load_mteb_suite
+
+        if settings.long_texts == "multivector":
             raise InvalidSetting(f"the {suite} suite runs in MTEB, which scores one vector per text: use long_texts "
-                             "'segments' or 'truncate' (multivector works on the offline task types)")
-
-        mteb_tasks = load_mteb_suite(str(suite))  # before loading the model: fail fast without the Hub
-        task_names, suite_label = [task.metadata.name for task in mteb_tasks], str(suite)
+                                 "'segments' or 'truncate' (multivector works on the offline task types)")
+        tasks = load_mteb_suite(str(suite))  # before loading the model: fail fast without the Hub
+        prepared = PreparedSuite(str(suite), MTEB_SUITE_DESCRIPTIONS[str(suite)],
+                                 [task.metadata.name for task in tasks], settings.seed or 0, mteb_tasks=tasks)
     else:
-        suite_object = get_suite(suite, max_items, seed)
-        seed = suite_object.seed if seed is None else seed
-        task_names, suite_label = [task.name for task in suite_object.tasks], suite_object.name
-    _check_instructions(instructions, task_names, suite_label)
-    seed = seed or 0
+        suite_object = get_suite(suite, settings.max_items, settings.seed)
+        seed = suite_object.seed if settings.seed is None else settings.seed
+        prepared = PreparedSuite(suite_object.name, suite_object.description,
+                                 [task.name for task in suite_object.tasks], seed or 0, suite=suite_object)
+    _check_instructions(settings.instructions, prepared.task_names, prepared.name)
+    return prepared
+
+
+def _check_model(model, settings: EvalSettings, what: str = "model") -> None:
+    """Before any work: a model object must be an encoder, and `pooling` needs a name or path to load."""
+    if isinstance(model, (str, os.PathLike)):
+        return
+    if settings.pooling is not None:
+        key = "pooling" if what == "model" else "compare_pooling"
+        raise InvalidSetting(f"{key} applies only when {what} is a name or path to load")
+    try:
+        as_encoder(model)
+    except InvalidType as error:
+        raise InvalidType(f"{what}: {error}") from None
+
+
+def _start(settings, output_dir) -> tuple[EvalSettings, Path | None]:
+    settings = check_settings(settings)
+    return settings, Path(output_dir) if output_dir is not None else None
+
+
+def _check_output(output_dir: Path | None) -> None:
     if output_dir is not None:  # before the model loads: a result that cannot be written is lost
         ensure_writable_dir(output_dir, "evaluation output folder")
-    compare = _prepare_compare(compare, compare_pooling, trust_remote_code)  # results loaded, or the model checked
-    if isinstance(compare, dict):
-        _check_shared_tasks(compare, task_names, suite_label)
-    if isinstance(model, (str, os.PathLike)):
-        name = name or str(model)
-        model = load_model(model, pooling, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    elif pooling is not None:
-        raise InvalidSetting("pooling applies only when model is a name or path to load")
+
+
+def evaluate(model, suite: str | Path | Suite = "offline", settings: EvalSettings | None = None, *,
+             output_dir: str | Path | None = None, name: str | None = None) -> dict:
+    """Evaluate `model` on a suite; return the results dict (and write results.json/report.md/plots).
+
+    model: a `TextEncoder` such as an `LLM2Comp`, any sentence-transformers-like encoder (encoders.py),
+        or a name/path loaded with `load_model(model, settings.pooling)` (`pooling` mean/last = the
+        untrained token-pooling baselines).
+    suite: "offline" / "longdoc" (packaged data), "paper14" / "longembed" (MTEB, need the Hub), a suite
+        YAML path, or a `Suite`.
+    settings: an `EvalSettings` (None: the defaults), checked when it was made.
+    output_dir: where to write results.json, report.md and the diagnostic PNGs (None: write nothing).
+    name: the model's name in the report (default: the name/path it was loaded from).
+
+    Everything is checked before the model loads: the model argument, the suite, the instructions and
+    the output folder. To compare two models use `compare_models`; to reuse saved results made with
+    the same model, suite and settings use `cache.cached_evaluate`.
+    """
+    results = run_evaluation(model, suite, settings, output_dir=output_dir, name=name)
     if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        write_outputs(results, None, Path(output_dir))
+    return results
 
-    machine = describe_machine(model)  # before the work, so the load average is the background load
-    embed = Embedder(model, batch_size=batch_size, show_progress_bar=show_progress_bar, long_texts=long_texts,
-                     overlap=overlap)
-    if mteb_tasks is not None:
-        from .mteb_adapter import MTEB_SUITE_DESCRIPTIONS, MTEBEncoder, run_mteb
 
-        encoder = MTEBEncoder(model, instructions=instructions, batch_size=batch_size, name=name,
-                              long_texts=long_texts, overlap=overlap)
-        suite_name = str(suite)
-        records = run_mteb(encoder, mteb_tasks, show_progress_bar=show_progress_bar, suite=suite_name)
-        suite_description = MTEB_SUITE_DESCRIPTIONS[suite_name]
-    else:
-        records = _run_suite(suite_object, embed, instructions)
-        suite_name, suite_description = suite_object.name, suite_object.description
+def run_evaluation(model, suite: str | Path | Suite = "offline", settings: EvalSettings | None = None, *,
+                   output_dir: str | Path | None = None, name: str | None = None) -> dict:
+    """`evaluate` without writing results.json and report.md (the memory-correlation PNG is written)."""
+    clock = _Clock()
+    settings, output_dir = _start(settings, output_dir)
+    _check_model(model, settings)
+    prepared = prepare_suite(suite, settings)
+    _check_output(output_dir)
+    return _evaluate_prepared(model, prepared, settings, output_dir, name, clock)
 
-    results = {
-        "llm2comp_version": _version(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "suite": suite_name, "suite_description": suite_description,
-        "model": describe_model(model, name), "machine": machine,
-        "settings": {"max_items": max_items, "seed": seed, "batch_size": batch_size,
-                     "long_texts": embed.long_texts, "overlap": _overlap_used(model, overlap)},
-        "tasks": records, "average": float(np.mean([r["main_score"] for r in records])) if records else None,
-        "texts_encoded": embed.num_encoded,
-    }
-    results["diagnostics"] = _diagnostics(model, embed, output_dir, seed, batch_size) if diagnostics else {}
-    results["elapsed_s"] = round(time.perf_counter() - start, 1)
-    results["cpu_time_s"] = round(time.process_time() - cpu_start, 1)  # all threads; ~2x wall on 2 idle cores
-    other = compare if isinstance(compare, dict) else None
-    if compare is not None and other is None:
+
+def compare_models(model, compare, suite: str | Path | Suite = "offline", settings: EvalSettings | None = None, *,
+                   compare_pooling: str | None = None, output_dir: str | Path | None = None,
+                   name: str | None = None) -> dict:
+    """Evaluate `model` and put it side by side with `compare`; return (and write) `model`'s results with a
+    `comparison` (`report.compare_results`) and `compared_with`.
+
+    compare: a results dict, a saved results.json (or its folder), or another model (name, path or
+        object), then evaluated on the same suite with the same settings, its pooling `compare_pooling`
+        (None: its own). Saved results must share a task with the suite.
+    Everything about both models is checked before the first loads. When `compare` is a model, the main
+    results are written to `output_dir` before it is evaluated, so a failure there loses nothing.
+    """
+    clock = _Clock()
+    settings, output_dir = _start(settings, output_dir)
+    if compare is None:
+        if compare_pooling is not None:
+            raise InvalidSetting(f"compare_pooling={compare_pooling!r} applies only when compare names a model to "
+                                 "evaluate; compare is not set")
+        raise InvalidSetting("compare is not set: give saved results or a model to compare with (evaluate() runs "
+                             "one model)")
+    other_settings = settings.replace(pooling=compare_pooling)
+    _check_model(model, settings)
+    if not isinstance(compare, (dict, str, os.PathLike)):  # a model object
+        _check_model(compare, other_settings, "compare")
+    prepared = prepare_suite(suite, settings)
+    _check_output(output_dir)
+    other = _prepare_compare(compare, compare_pooling, settings.trust_remote_code)  # results loaded, or a model
+    if isinstance(other, dict):
+        _check_shared_tasks(other, prepared.task_names, prepared.name)
+    results = _evaluate_prepared(model, prepared, settings, output_dir, name, clock)
+    if not isinstance(other, dict):
         if output_dir is not None:  # the main results are safe even if the other model fails
-            _write_outputs(results, None, output_dir)
+            write_outputs(results, None, output_dir)
             tqdm.write(f"wrote {output_dir / RESULTS_NAME}; now evaluating {compare} to compare")
         try:
-            other = evaluate(compare, suite_object or suite, max_items=max_items, seed=seed, batch_size=batch_size,
-                             pooling=compare_pooling, diagnostics=diagnostics, instructions=instructions,
-                             show_progress_bar=show_progress_bar, dtype=dtype, device=device, long_texts=long_texts,
-                             overlap=overlap, trust_remote_code=trust_remote_code)
+            other = _evaluate_prepared(other, prepared, other_settings, None, None, _Clock())
         except LLM2CompError:
             if output_dir is not None:
                 tqdm.write(f"the comparison failed; {output_dir / RESULTS_NAME} holds the results without it")
             raise
-    if other is not None:
-        results["comparison"] = compare_results(results, other)
-        results["compared_with"] = {key: other.get(key) for key in ("model", "suite", "date", "average")}
+    results["comparison"] = compare_results(results, other)
+    results["compared_with"] = {key: other.get(key) for key in ("model", "suite", "date", "average")}
     if output_dir is not None:
-        _write_outputs(results, other, output_dir)
+        write_outputs(results, other, output_dir)
+    return results
+
+
+class _Clock:
+    """Wall and CPU time since an evaluation started."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def elapsed(self) -> tuple[float, float]:
+        return round(time.perf_counter() - self.wall, 1), round(time.process_time() - self.cpu, 1)
+
+
+def _evaluate_prepared(model, prepared: PreparedSuite, settings: EvalSettings, output_dir: Path | None,
+                       name: str | None, clock: _Clock) -> dict:
+    """Load `model` if it is a name or path, run the prepared suite on it, add the diagnostics."""
+    if isinstance(model, (str, os.PathLike)):
+        name = name or str(model)
+        model = load_model(model, settings.pooling, dtype=settings.dtype, device=settings.device,
+                           trust_remote_code=settings.trust_remote_code)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    machine = describe_machine(model)  # before the work, so the load average is the background load
+    embed = Embedder(model, batch_size=settings.batch_size, show_progress_bar=settings.show_progress_bar,
+                     long_texts=settings.long_texts, overlap=settings.overlap, precision=settings.precision,
+                     rescore_multiplier=settings.rescore_multiplier)
+    if prepared.mteb_tasks is not None:
+        if settings.precision != "float32":
+            raise InvalidSetting(f"precision {settings.precision!r} applies to the offline suites; the MTEB suites "
+                                 "score float32 embeddings")
+        from .mteb_adapter import MTEBEncoder, run_mteb
+
+        encoder = MTEBEncoder(model, instructions=settings.instructions, batch_size=settings.batch_size, name=name,
+                              long_texts=settings.long_texts, overlap=settings.overlap)
+        records = run_mteb(encoder, prepared.mteb_tasks, show_progress_bar=settings.show_progress_bar,
+                           suite=prepared.name)
+    else:
+        records = _run_suite(prepared.suite, embed, settings.instructions)
+
+    results = {
+        "llm2comp_version": _version(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "suite": prepared.name, "suite_description": prepared.description,
+        "model": describe_model(model, name), "machine": machine,
+        "settings": {"max_items": settings.max_items, "seed": prepared.seed, "batch_size": settings.batch_size,
+                     "long_texts": embed.long_texts, "overlap": _overlap_used(model, settings.overlap),
+                     **({"precision": settings.precision, "rescore_multiplier": settings.rescore_multiplier}
+                        if settings.precision != "float32" else {})},
+        "tasks": records, "average": float(np.mean([r["main_score"] for r in records])) if records else None,
+        "texts_encoded": embed.num_encoded,
+    }
+    results["diagnostics"] = (_diagnostics(model, embed, output_dir, prepared.seed, settings.batch_size)
+                              if settings.diagnostics else {})
+    results["elapsed_s"], results["cpu_time_s"] = clock.elapsed()  # CPU: all threads; ~2x wall on 2 idle cores
     return results
 
 
@@ -283,7 +354,7 @@ def _run_suite(suite: Suite, embed: Embedder, instructions: dict[str, str] | Non
     return records
 
 
-def _write_outputs(results: dict, other: dict | None, output_dir: Path) -> None:
+def write_outputs(results: dict, other: dict | None, output_dir: Path) -> None:
     """The spectrum plot (both models when comparing), results.json and report.md."""
     spectrum = results["diagnostics"].get("spectrum")
     if spectrum:

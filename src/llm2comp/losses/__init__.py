@@ -1,1 +1,1 @@
-"""Losses: one per file; each docstring states its formula."""
+"""Losses and the stage objectives built on them (nn.Modules: `forward(batch) -> loss`); each docstring states its maths."""

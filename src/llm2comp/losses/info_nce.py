@@ -25,14 +25,24 @@ its own embeddings); DDP then averages: 1/W * sum_r G_r = 1/W * d(sum_s L_s)/dth
 /dtheta = dL/dtheta -- exactly the single-process gradient on the global batch, with no extra scale
 factor. (With a constant gather, cross-rank terms would be lost; mean-reducing is what cancels the
 W that the gradient summation introduces.)
+
+Objectives. `InfoNCE` (here), `SimCSE` (here) and `CachedInfoNCE` (losses/cached_info_nce.py) are
+nn.Modules like every stage's objective: `loss = objective(batch)` returns L_r with its graph, and
+the caller backpropagates whatever multiple of it it wants (the training loop:
+`accelerator.backward(loss / grad_accum)`, through accelerate's fp16 GradScaler when there is one).
+Each holds the encoder it trains as `encoder`; with `forward_through(wrapper)` (the training loop
+calls it with the DDP wrapper that `accelerator.prepare(encoder)` returned) it embeds through the
+wrapper instead, so that each embedding pass is a forward of the wrapper.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..distributed import all_gather_with_grad
+from ..errors import InvalidSetting, InvalidType
 from ..models.encoding import check_batch_size, plan_batches
 
 DEFAULT_TEMPERATURE = 0.05
@@ -40,7 +50,7 @@ DEFAULT_TEMPERATURE = 0.05
 
 def check_temperature(temperature: float) -> float:
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0 (the paper uses 0.05), got {temperature}")
+        raise InvalidSetting(f"temperature must be > 0 (the paper uses 0.05), got {temperature}")
     return float(temperature)
 
 
@@ -61,10 +71,10 @@ def info_nce(
     """
     check_temperature(temperature)
     if queries.dim() != 2 or queries.shape != positives.shape:
-        raise ValueError(f"queries and positives must both be (n, d), got {tuple(queries.shape)} and "
+        raise InvalidSetting(f"queries and positives must both be (n, d), got {tuple(queries.shape)} and "
                          f"{tuple(positives.shape)}")
     if negatives is not None and (negatives.dim() != 2 or negatives.shape[1] != queries.shape[1]):
-        raise ValueError(f"negatives must be (m, {queries.shape[1]}), got {tuple(negatives.shape)}")
+        raise InvalidSetting(f"negatives must be (m, {queries.shape[1]}), got {tuple(negatives.shape)}")
     with torch.autocast(queries.device.type, enabled=False):  # autocast would run q @ c.T in bf16/fp16
         return _info_nce_fp32(queries, positives, negatives, temperature, gather)
 
@@ -109,13 +119,21 @@ def plan_chunks(texts_ids: TextsIds, chunk_size: int | None) -> list[list[int]]:
                         max_texts_factor=1)
 
 
-def check_groups(queries: TextsIds, positives: TextsIds, negatives: TextsIds | None) -> list[TextsIds]:
+def check_groups(queries: TextsIds, positives: TextsIds, negatives: TextsIds | None = None) -> list[TextsIds]:
     """The non-empty text groups [queries, positives(, negatives)], after checking their sizes."""
     if not queries:
-        raise ValueError("empty batch: give at least one (query, positive) pair")
+        raise InvalidSetting("empty batch: give at least one (query, positive) pair")
     if len(queries) != len(positives):
-        raise ValueError(f"{len(queries)} queries but {len(positives)} positives; they must be row-aligned")
+        raise InvalidSetting(f"{len(queries)} queries but {len(positives)} positives; they must be row-aligned")
     return [queries, positives] + ([negatives] if negatives else [])
+
+
+def batch_groups(batch) -> list[TextsIds]:
+    """A contrastive batch (queries, positives[, negatives]) as its non-empty text groups (checked)."""
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise InvalidType(f"a contrastive batch is (queries, positives) or (queries, positives, negatives), got "
+                          f"{type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+    return check_groups(*batch)
 
 
 def embed(model, texts_ids: TextsIds, chunk_size: int | None = None) -> torch.Tensor:
@@ -130,60 +148,77 @@ def embed(model, texts_ids: TextsIds, chunk_size: int | None = None) -> torch.Te
     return torch.cat(parts)[inverse.to(parts[0].device)]
 
 
-class InfoNCE:
-    """Model-level InfoNCE: embed queries, positives and hard negatives, then `info_nce`.
+class InfoNCE(nn.Module):
+    """Model-level InfoNCE: `forward(batch)` embeds the batch's texts and returns `info_nce` of them.
+
+    batch: (queries, positives) or (queries, positives, negatives), token-id lists from
+        `LLM2Comp.tokenize`; negatives may be empty (here; other processes may have some).
+    encoder: the `LLM2Comp` whose parameters are trained (registered: they are this module's).
+    chunk_size: forward that many texts at a time *with* graph (no memory saving; it draws the
+        same dropout masks as `CachedInfoNCE` with the same chunk size, which the tests use).
+    gather: candidates from every process (module docstring); a no-op without a process group.
 
     The whole batch's graph is kept until the backward, so memory grows with the batch; see
     `CachedInfoNCE` (losses/cached_info_nce.py) for the same loss and gradients at constant memory.
 
-    model: an `LLM2Comp` (or its DDP wrapper); texts are token-id lists from `model.tokenize`.
-    chunk_size: forward that many texts at a time *with* graph (no memory saving; it draws the
-        same dropout masks as `CachedInfoNCE` with the same chunk size, which the tests use).
-    backward_fn: how to backpropagate a scalar, e.g. `accelerator.backward`; default `.backward()`.
+    Several processes: the training loop prepares (DDP-wraps) `encoder`, not this module, and hands
+    the wrapper back with `forward_through`; the texts are then embedded through it, each text group
+    one forward of the wrapper, all of them before the step's one backward (what DDP expects).
     """
 
-    def __init__(self, model, temperature: float = DEFAULT_TEMPERATURE, chunk_size: int | None = None,
-                 backward_fn=None, gather: bool = True):
+    def __init__(self, encoder, temperature: float = DEFAULT_TEMPERATURE, chunk_size: int | None = None,
+                 gather: bool = True):
+        super().__init__()
         if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-        self.model = model
+            raise InvalidSetting(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        self.encoder = unwrap(encoder)
+        self._embedder = [encoder]  # a list: a wrapper is not registered (parameter names stay the encoder's)
         self.temperature = check_temperature(temperature)
         self.chunk_size = chunk_size
-        self.backward_fn = backward_fn
         self.gather = gather
 
-    def __call__(self, queries: TextsIds, positives: TextsIds,
-                 negatives: TextsIds | None = None) -> torch.Tensor:
-        """The loss with its graph (scalar); call `.backward()` on it yourself."""
-        groups = check_groups(queries, positives, negatives)
-        embeddings = [embed(self.model, ids, self.chunk_size) for ids in groups]  # (n_g, d) each
+    @property
+    def embedder(self):
+        """What embeds a batch of texts: the encoder, or the wrapper given to `forward_through`."""
+        return self._embedder[0]
+
+    def forward_through(self, wrapper) -> None:
+        """Embed through `wrapper` from now on: the DDP / FSDP / DeepSpeed wrapper of `self.encoder`
+        that `accelerator.prepare` returned (the training loop calls this)."""
+        if unwrap(wrapper) is not self.encoder:
+            raise InvalidSetting(f"forward_through: {type(wrapper).__name__} does not wrap this objective's encoder")
+        self._embedder = [wrapper]
+
+    def forward(self, batch) -> torch.Tensor:
+        """The mean InfoNCE of this process's queries (scalar, with graph)."""
+        groups = batch_groups(batch)
+        embeddings = [embed(self.embedder, ids, self.chunk_size) for ids in groups]  # (n_g, d) each
         return info_nce(*embeddings, temperature=self.temperature, gather=self.gather)
 
-    def backward(self, queries: TextsIds, positives: TextsIds,
-                 negatives: TextsIds | None = None) -> torch.Tensor:
-        """Compute the loss, backpropagate it into the parameters' `.grad`; returns the detached loss."""
-        loss = self(queries, positives, negatives)
-        if self.backward_fn is None:
-            loss.backward()
-        else:
-            self.backward_fn(loss)
-        return loss.detach()
 
-
-class SimCSE:
+class SimCSE(nn.Module):
     """Unsupervised SimCSE (stage 2): every sentence is encoded twice, with independent dropout.
 
     The two forward passes of a sentence draw different dropout masks (attention and LoRA dropout),
     which makes the two views; view 2 of sentence i is the positive of view 1, the other sentences'
-    views are the negatives: `info_nce(view1, view2)`. Wraps `InfoNCE` or `CachedInfoNCE`.
+    views are the negatives: L = `info_nce(view1, view2)`. Wraps `InfoNCE` or `CachedInfoNCE`;
+    `forward(sentences)` (token-id lists) returns L, and `encoder` / `forward_through` are the
+    wrapped loss's.
     """
 
-    def __init__(self, loss):
+    def __init__(self, loss: InfoNCE):
+        super().__init__()
         self.loss = loss
-        self.model = loss.model
 
-    def backward(self, sentences: TextsIds) -> torch.Tensor:
-        """Loss of view 1 against view 2 of every sentence, backpropagated; returns the detached loss."""
-        if not unwrap(self.model).training:
+    @property
+    def encoder(self):
+        return self.loss.encoder
+
+    def forward_through(self, wrapper) -> None:
+        self.loss.forward_through(wrapper)
+
+    def forward(self, sentences: TextsIds) -> torch.Tensor:
+        """Loss of view 1 against view 2 of every sentence (scalar, with graph)."""
+        if not self.encoder.training:
             raise RuntimeError("SimCSE needs dropout to make its two views: call model.train() first")
-        return self.loss.backward(sentences, sentences)
+        return self.loss((sentences, sentences))

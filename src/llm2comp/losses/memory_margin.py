@@ -8,8 +8,8 @@ the frozen decoder reads memory m. A text-independent prefix gives gap_b = 0 and
 memory that carries its text lowers its own loss below another text's and pays nothing once the
 gap exceeds delta. Both sides carry gradient (the own memory is pulled down, the other pushed up).
 
-Beyond the paper: the research notes in ../shared/docs/METHOD.md ("a term a fixed prefix cannot
-satisfy"); the memory gap itself is the diagnostic of `llm2comp.training.memory_probe`.
+Beyond the paper: a term that a fixed, text-independent prefix cannot satisfy; the memory gap itself
+is the diagnostic of `llm2comp.training.memory_probe`.
 """
 
 from __future__ import annotations

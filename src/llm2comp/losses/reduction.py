@@ -14,7 +14,3 @@ def mean_per_text(values: torch.Tensor, text_index: torch.Tensor, num_texts: int
     counts = torch.bincount(text_index, minlength=num_texts).clamp(min=1).to(values.dtype)
     return sums / counts
 
-
-def mean_per_text_then_batch(values: torch.Tensor, text_index: torch.Tensor, num_texts: int) -> torch.Tensor:
-    """Each text weighs the same whatever its length: loss = 1/B * sum_b mean_{t in b} values_t."""
-    return mean_per_text(values, text_index, num_texts).mean()

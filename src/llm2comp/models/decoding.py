@@ -15,6 +15,7 @@ import contextlib
 import torch
 
 from ..errors import InvalidSetting
+from .layout import decoder_inputs
 
 
 @torch.no_grad()
@@ -37,14 +38,7 @@ def decode_memory(model, texts: list[str], max_new_tokens: int = 32, batch_size:
         for start in range(0, len(ids), batch_size):
             memory = model.memory_states(model.collate(ids[start:start + batch_size]))  # (b, k, d)
             with (contextlib.nullcontext(decoder) if decoder is not None else model.frozen()) as causal_lm:
-                embed = causal_lm.get_input_embeddings()
-                parts = [memory.to(embed.weight.dtype)]
-                prefix = model.prefix_ids()
-                if prefix:
-                    bos = embed(torch.tensor(prefix, device=memory.device))
-                    parts.insert(0, bos.unsqueeze(0).expand(memory.shape[0], -1, -1))
-                embeds = torch.cat(parts, dim=1)
-                mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+                embeds, mask, _ = decoder_inputs(causal_lm.get_input_embeddings(), model.prefix_ids(), memory)
                 generated = causal_lm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                                max_new_tokens=max_new_tokens, pad_token_id=model.pad_id())
             # with inputs_embeds only, generate returns just the new tokens

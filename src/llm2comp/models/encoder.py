@@ -19,25 +19,19 @@ from torch import nn
 
 from ..errors import InvalidSetting
 from ..inputs import normalize_inputs
-from . import saving
+from . import layout, saving
 from .attention import attention_layout, check_attention_mode, model_attention_mask, position_ids_for
 from .backbone import body_of, frozen_input_embeddings, load_causal_lm, untie_output_embeddings
 from .config import LLM2CompConfig, check_config_fields, is_llm2comp_folder
 from .default_model import DEFAULT_MODEL_NAME, backbone_note
-from .encoding import encode_items
+from .encoding import encode_items, encode_windows
 from .folder_checks import check_folder_after_load, check_folder_before_load
-from .long_texts import (
-    WindowEmbeddings,
-    check_long_texts,
-    check_overlap,
-    encode_long_items,
-    encode_windows,
-    window_budget,
-)
+from .long_texts import WindowEmbeddings, check_long_texts, check_overlap
 from .lora import LoraSettings, add_lora
 from .maxsim import check_widths, dense_embeddings, is_multivector, maxsim
-from .memory import EncoderBatch, MemoryTokens, build_encoder_batch, embed_with_memory, truncate_text_ids
+from .memory import EncoderBatch, MemoryTokens, build_encoder_batch, embed_with_memory
 from .pooling import check_pooling, pool
+from .quantization import check_calibration, check_precision, quantize
 
 
 class LLM2Comp(nn.Module):
@@ -126,7 +120,7 @@ class LLM2Comp(nn.Module):
             self.config.long_text_overlap = overlap
         if self.config.long_texts != "truncate":  # windows are used: the overlap must fit one
             check_overlap(self.config.long_text_overlap,
-                          window_budget(self.config.max_length, len(self.prefix_ids()), self.num_memory_tokens))
+                          layout.model_text_budget(self))
         return self
 
     # ------------------------------------------------------------------ properties
@@ -208,8 +202,7 @@ class LLM2Comp(nn.Module):
     # ------------------------------------------------------------------ tokenisation
     def prefix_ids(self) -> list[int]:
         """The ids put before every text: [BOS] when the tokenizer has one, else nothing."""
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None else []
+        return layout.prefix_ids(self.tokenizer)
 
     def pad_id(self) -> int:
         """The id written into padding slots: the pad token, else EOS, else 0 (masked out anyway)."""
@@ -222,9 +215,7 @@ class LLM2Comp(nn.Module):
         """Token ids without special tokens, cut to fit `max_length` (default: the model's); returns
         (ids, n_truncated)."""
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        limit = max_length or self.config.max_length
-        cut = [truncate_text_ids(row, limit, len(self.prefix_ids()), self.num_memory_tokens) for row in ids]
-        return [row for row, _ in cut], sum(flag for _, flag in cut)
+        return layout.truncate_ids(ids, layout.model_text_budget(self, max_length))
 
     def collate(self, texts_ids: list[list[int]], padding_side: str = "right") -> EncoderBatch:
         return build_encoder_batch(texts_ids, num_memory=self.num_memory_tokens, prefix_ids=self.prefix_ids(),
@@ -262,7 +253,8 @@ class LLM2Comp(nn.Module):
     def encode(self, texts, batch_size: int = 32, show_progress_bar: bool | None = None,
                convert_to_numpy: bool = True, convert_to_tensor: bool = False,
                normalize_embeddings: bool = False, instruction: str | None = None, padding_side: str = "right",
-               long_texts: str | None = None, overlap: int | None = None):
+               long_texts: str | None = None, overlap: int | None = None, precision: str = "float32",
+               ranges=None, calibration_embeddings=None):
         """Embed a str or a list of str / (instruction, text) pairs, sentence-transformers style.
 
         A top-level tuple is refused (`InvalidType`): `("doc a", "doc b")` could be two documents or one
@@ -274,17 +266,26 @@ class LLM2Comp(nn.Module):
         window embeddings) or `multivector` (a list with one (windows, d) array per text; a single
         str gives one (windows, d) array); `overlap` is the tokens consecutive windows share. See
         `long_texts.py` for the formula.
+
+        `precision` (float32 | int8 | uint8 | binary | ubinary) gives sentence-transformers' quantised
+        codes (numpy; a tensor with `convert_to_tensor`) of the embeddings, after `normalize_embeddings`;
+        multivector windows are quantised one by one. int8 / uint8 need `ranges` (2, d) or
+        `calibration_embeddings` (n, d, made as these are, e.g. normalised alike), never the texts of the
+        call, so that a text's code does not depend on the others (`quantization.py`).
         """
         items, single = normalize_inputs(texts, instruction)
         mode = check_long_texts(long_texts or self.config.long_texts)
-        options = dict(batch_size=batch_size, show_progress_bar=show_progress_bar, padding_side=padding_side)
-        if mode == "truncate":
-            embeddings = encode_items(self, items, normalize=normalize_embeddings, **options)
-        else:
-            embeddings = encode_long_items(self, items, mode, normalize=normalize_embeddings,
-                                           overlap=self._overlap(overlap), **options)
+        calibration = check_calibration(check_precision(precision), ranges, calibration_embeddings, self.hidden_size)
+        embeddings = encode_items(self, items, mode=mode, overlap=self._overlap(overlap), batch_size=batch_size,
+                                  show_progress_bar=show_progress_bar, normalize=normalize_embeddings,
+                                  padding_side=padding_side)
         if single:
             embeddings = embeddings[0]
+        if precision != "float32":
+            codes = quantize(embeddings, precision, **calibration)
+            if convert_to_tensor or not convert_to_numpy:
+                return [torch.from_numpy(part) for part in codes] if isinstance(codes, list) else torch.from_numpy(codes)
+            return codes
         if convert_to_tensor or not convert_to_numpy:
             return embeddings
         if isinstance(embeddings, list):

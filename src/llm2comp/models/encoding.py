@@ -1,4 +1,7 @@
-"""The inference loop behind `LLM2Comp.encode`: sort by length, batch, restore input order.
+"""The inference loop behind `LLM2Comp.encode`: texts to rows, sort by length, batch, restore input order.
+
+Texts become encoder rows by `layout.rows_for` (one per text, or one per window of a long text);
+the rows are embedded here and `EncoderRows.combine` gives one result per text.
 
 Batching is where CPU encoding time goes: every padded position costs as much as a real token in
 each layer's matmuls, and every forward pass has a fixed cost (dispatch and thread synchronisation
@@ -20,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InvalidSetting
-from ..inputs import apply_instruction
+from .layout import row_overhead, rows_for
+from .long_texts import WindowEmbeddings
 
 # What one more forward pass costs, in padded-token equivalents: dispatch and thread
 # synchronisation of every op in every layer, plus the lower matmul efficiency of a smaller batch.
@@ -82,24 +86,31 @@ def plan_batches(row_lengths: list[int], batch_size: int, *, overhead_tokens: in
     return batches
 
 
-def encode_items(model, items: list[tuple[str | None, str]], *, batch_size: int = 32,
-                 show_progress_bar: bool | None = None, normalize: bool = False,
-                 padding_side: str = "right") -> torch.Tensor:
-    """Embed `[(instruction, text), ...]` and return a float32 CPU tensor (n, d) in input order."""
+def encode_items(model, items: list[tuple[str | None, str]], *, mode: str = "truncate", overlap: int = 0,
+                 batch_size: int = 32, show_progress_bar: bool | None = None, normalize: bool = False,
+                 padding_side: str = "right"):
+    """Embed `[(instruction, text), ...]` under long-text `mode`, in input order: `truncate` and
+    `segments` a float32 CPU tensor (n, d), `multivector` a list of n tensors (S_i, d)."""
     check_batch_size(batch_size)
-    if not items:
-        return torch.empty(0, model.hidden_size)
-    ids, truncated = model.tokenize(apply_instructions(model, items))
-    model.warn_truncated(truncated)
-    out = embed_rows(model, ids, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                     padding_side=padding_side)
-    return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+    rows = rows_for(model, items, mode, overlap)
+    model.warn_truncated(rows.truncated)
+    vectors = embed_rows(model, rows.ids, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                         padding_side=padding_side)
+    out = rows.combine(vectors, mode)
+    if not normalize:
+        return out
+    if isinstance(out, list):
+        return [torch.nn.functional.normalize(part, dim=-1) for part in out]
+    return torch.nn.functional.normalize(out, dim=-1)
 
 
-def apply_instructions(model, items: list[tuple[str | None, str]]) -> list[str]:
-    """The texts the model reads: each instruction put in front of its text with the model's template."""
-    template = model.config.instruction_template
-    return [apply_instruction(instruction, text, template) for instruction, text in items]
+def encode_windows(model, items: list[tuple[str | None, str]], *, overlap: int, batch_size: int = 32,
+                   show_progress_bar: bool | None = None, padding_side: str = "right") -> WindowEmbeddings:
+    """Cut every `(instruction, text)` into windows and embed all windows at once: each window's raw
+    vector with its text and weight."""
+    rows = rows_for(model, items, "segments", overlap)  # planning only; the model runs once below
+    return rows.windows(embed_rows(model, rows.ids, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                   padding_side=padding_side))
 
 
 def embed_rows(model, ids: list[list[int]], *, batch_size: int = 32, show_progress_bar: bool | None = None,
@@ -112,7 +123,7 @@ def embed_rows(model, ids: list[list[int]], *, batch_size: int = 32, show_progre
     """
     check_batch_size(batch_size)
     # longest first: the first batch shows the peak memory at once
-    row_lengths = [len(row) + len(model.prefix_ids()) + model.num_memory_tokens for row in ids]
+    row_lengths = [len(row) + row_overhead(model) for row in ids]
     batches = plan_batches(row_lengths, batch_size)
     out = torch.empty(len(ids), model.hidden_size)
     show = show_progress_bar if show_progress_bar is not None else len(ids) > 4 * batch_size

@@ -141,11 +141,12 @@ def check_folder_before_load(folder, config: LLM2CompConfig, *, trust_remote_cod
 
 def check_folder_after_load(model, folder) -> None:
     """The window budget (the tokenizer decides BOS) and the tokenizer against the embedding table."""
-    from .long_texts import check_overlap, window_budget
+    from .layout import model_text_budget
+    from .long_texts import check_overlap
 
     config, where = model.config, Path(folder) / CONFIG_NAME
     try:
-        budget = window_budget(config.max_length, len(model.prefix_ids()), model.num_memory_tokens)
+        budget = model_text_budget(model)
     except InvalidSetting as error:
         raise ConfigError(f"{where}: field 'max_length': {error}") from None
     if config.long_texts != "truncate":

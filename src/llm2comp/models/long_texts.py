@@ -21,9 +21,10 @@ and `long_texts` chooses what happens when n > B:
   that store windows and score with MaxSim (`maxsim.py`).
 
 A text of at most B tokens has exactly one window, so all three modes give it the same vector. The
-windows of all texts are flattened into one list of rows and embedded by `encoding.embed_rows`, the
-same token-budget batching as ordinary texts: a window's embedding does not depend on its
-neighbours, the batch size or the padding side, and neither does a text's.
+windows of all texts are flattened into one list of rows (`layout.rows_for`) and embedded by
+`encoding.embed_rows`, the same token-budget batching as ordinary texts: a window's embedding does
+not depend on its neighbours, the batch size or the padding side, and neither does a text's. This
+file holds the window maths only; B is `layout.text_budget`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InvalidSetting
-from .encoding import apply_instructions, embed_rows
 
 LONG_TEXT_MODES = ("truncate", "segments", "multivector")
 DEFAULT_OVERLAP = 32
@@ -43,14 +43,6 @@ def check_long_texts(mode: str) -> str:
     if mode not in LONG_TEXT_MODES:
         raise InvalidSetting(f"long_texts must be one of {LONG_TEXT_MODES}, got {mode!r}")
     return mode
-
-
-def window_budget(max_length: int, num_prefix: int, num_memory: int) -> int:
-    """B: the text tokens one window holds next to the prefix and the k memory tokens."""
-    budget = max_length - num_prefix - num_memory
-    if budget < 1:
-        raise InvalidSetting(f"max_length {max_length} leaves no room for text next to {num_memory} memory tokens")
-    return budget
 
 
 def check_overlap(overlap: int, budget: int) -> int:
@@ -113,41 +105,3 @@ class WindowEmbeddings:
     def split(self) -> list[torch.Tensor]:
         """One (S_i, d) tensor per text (the `multivector` output)."""
         return list(self.vectors.split(self.counts.tolist()))
-
-
-def encode_windows(model, items: list[tuple[str | None, str]], *, overlap: int, batch_size: int = 32,
-                   show_progress_bar: bool | None = None, padding_side: str = "right") -> WindowEmbeddings:
-    """Cut every `(instruction, text)` into windows (`plan_windows`) and embed all windows at once."""
-    ids = model.tokenizer(apply_instructions(model, items), add_special_tokens=False)["input_ids"] if items else []
-    budget = window_budget(model.config.max_length, len(model.prefix_ids()), model.num_memory_tokens)
-    rows, owner, weights = window_rows(ids, budget, overlap)  # planning only; the model runs once below
-    vectors = embed_rows(model, rows, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                         padding_side=padding_side) if rows else torch.empty(0, model.hidden_size)
-    return WindowEmbeddings(vectors, owner, weights, len(ids))
-
-
-def window_rows(ids: list[list[int]], budget: int, overlap: int) -> tuple[list[list[int]], torch.Tensor,
-                                                                          torch.Tensor]:
-    """Every text's windows as rows to embed, with the text each belongs to (long) and its weight w_s
-    (float32): what `WindowEmbeddings` needs once the rows are embedded."""
-    check_overlap(overlap, budget)
-    rows, owner, weights = [], [], []
-    for index, text_ids in enumerate(ids):
-        windows = plan_windows(len(text_ids), budget, overlap)
-        rows += [text_ids[start:end] for start, end in windows]
-        owner += [index] * len(windows)
-        weights += window_weights(windows)
-    return rows, torch.tensor(owner, dtype=torch.long), torch.tensor(weights, dtype=torch.float32)
-
-
-def encode_long_items(model, items: list[tuple[str | None, str]], mode: str, *, overlap: int,
-                      normalize: bool = False, **embed_options):
-    """`segments`: a float32 tensor (n, d); `multivector`: a list of n tensors (S_i, d)."""
-    windows = encode_windows(model, items, overlap=overlap, **embed_options)
-    if mode == "segments":
-        out = windows.weighted_mean()
-        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
-    if mode == "multivector":
-        parts = windows.split()
-        return [torch.nn.functional.normalize(part, dim=-1) for part in parts] if normalize else parts
-    raise ValueError(f"encode_long_items handles 'segments' and 'multivector', got {mode!r}")

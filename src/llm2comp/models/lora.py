@@ -8,12 +8,12 @@ Llama/Mistral/Qwen/Gemma (`q_proj` ...), GPT-2 (`c_attn`, `c_proj`, `c_fc`), Phi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 
 from torch import nn
 
 from ..errors import ConfigError, InvalidSetting
+from ..typed_settings import build, plain, setting
 
 # role -> candidate leaf-module names, first match per role wins (fused modules cover several roles)
 _ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -29,45 +29,27 @@ DEFAULT_ROLES = ("q", "v", "o", "gate", "up", "down")
 
 @dataclass
 class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    roles: tuple[str, ...] = DEFAULT_ROLES
-    target_modules: list[str] | None = field(default=None)  # explicit names override `roles`
+    """A config's `lora:` block: rank, scale, dropout and which layers (by role, or by explicit name)."""
+
+    r: int = setting(16, minimum=1)
+    alpha: int | float = setting(32, above=0)
+    dropout: float = setting(0.05, minimum=0, below=1)
+    roles: tuple[str, ...] = setting(DEFAULT_ROLES, choices=tuple(_ROLE_CANDIDATES))
+    target_modules: list[str] | None = setting(None)  # explicit names override `roles`
+
+    def __post_init__(self):
+        if not self.roles:
+            raise ConfigError(f"lora.roles must be a non-empty list of {sorted(_ROLE_CANDIDATES)}, got []")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError("lora.target_modules must be a list of module names, or null; got []")
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["roles"] = list(self.roles)
-        return data
+        return plain(self)
 
     @classmethod
     def from_mapping(cls, data) -> LoraSettings:
         """Settings from a config's `lora:` block; every error names the key (`lora.r`, ...)."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"lora must be a mapping such as {{r: 16, alpha: 32, dropout: 0.05}}, got {data!r}")
-        known = [spec.name for spec in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"lora: unknown key(s) {unknown}; known: {known}")
-        checks = {
-            "r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
-            "alpha": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
-            "dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
-                        "a number in [0, 1)"),
-            "roles": (lambda v: isinstance(v, (list, tuple)) and v and all(r in _ROLE_CANDIDATES for r in v),
-                      f"a non-empty list of {sorted(_ROLE_CANDIDATES)}"),
-            "target_modules": (lambda v: v is None or (isinstance(v, (list, tuple)) and v
-                                                       and all(isinstance(m, str) for m in v)),
-                               "a list of module names, or null"),
-        }
-        for key, value in data.items():
-            holds, expected = checks[key]
-            if not holds(value):
-                raise ConfigError(f"lora.{key} must be {expected}, got {value!r}")
-        values = dict(data)
-        if "roles" in values:
-            values["roles"] = tuple(values["roles"])
-        return cls(**values)
+        return build(cls, data, where="lora")
 
 
 def linear_leaf_names(model: nn.Module) -> set[str]:

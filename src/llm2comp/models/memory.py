@@ -1,4 +1,7 @@
-"""Learned memory tokens and the encoder input layout `[BOS] text [M1..Mk]`.
+"""Learned memory tokens and the padded encoder batch they are written into.
+
+A row of text ids (`layout.rows_for`) becomes `[prefix] text [M1..Mk]` in `build_encoder_batch`;
+`embed_with_memory` puts the k learned vectors into the memory slots.
 
 The k memory vectors are a small separate parameter (k x d); the vocabulary is never resized, so
 the backbone's embedding matrix and LM head stay untouched (and shareable with the frozen decoder).
@@ -51,14 +54,6 @@ class EncoderBatch:
     def to(self, device) -> EncoderBatch:
         return EncoderBatch(*(t.to(device) for t in (self.input_ids, self.valid, self.memory_slot,
                                                      self.text_mask)))
-
-
-def truncate_text_ids(ids: list[int], max_length: int, num_prefix: int, num_memory: int) -> tuple[list[int], bool]:
-    """Cut the *text* so that prefix + text + memory fits `max_length`; memory is never cut."""
-    budget = max_length - num_prefix - num_memory
-    if budget < 1:
-        raise InvalidSetting(f"max_length {max_length} leaves no room for text next to {num_memory} memory tokens")
-    return (ids[:budget], True) if len(ids) > budget else (ids, False)
 
 
 def build_encoder_batch(

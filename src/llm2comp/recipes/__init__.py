@@ -4,7 +4,7 @@ from ..errors import ConfigError
 
 
 def run_stage(cfg, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False):
-    """Dispatch a StageConfig to its recipe; returns the saved model folder.
+    """Dispatch a stage config (recipes/stage_config.py) to its recipe; returns the saved model folder.
 
     First, holding the output folder's lock (training/run_lock.py) and before any data or model
     loads: the output folder must be writable and, when resuming, hold a run made with the same
@@ -15,6 +15,10 @@ def run_stage(cfg, *, resume: bool = True, callbacks=(), trust_remote_code: bool
     options = dict(resume=resume, callbacks=callbacks, trust_remote_code=trust_remote_code)
     with hold_output(cfg):
         check_output_dir(cfg, resume)
+        if cfg.stage == "pretrain" and cfg.objective == "mntp":
+            from .mntp import run_mntp
+
+            return run_mntp(cfg, **options)
         if cfg.stage == "pretrain":
             from .pretrain import run_pretrain
 

@@ -30,16 +30,15 @@ from ..atomic import ensure_writable_dir
 from ..errors import ConfigError, OutputError, ResumeMismatch
 from ..models.config import is_llm2comp_folder
 from ..models.encoder import LLM2Comp
-from ..models.lora import LoraSettings
 from ..models.saving import TRAINING_CONFIG, check_save_target
 from ..training.activation_checkpointing import enable_gradient_checkpointing
 from ..training.checkpoint import list_checkpoints
-from ..training.config import StageConfig
-from ..training.loop import LoopSettings, check_distributed_type, check_resumable
+from ..training.loop import check_distributed_type, check_resumable
 from ..training.resume import check_resume
 from ..training.run_lock import holding_output_dir, is_main_process
 from ..training.sharded_state import unsharded
 from ..yaml_files import read_yaml
+from .stage_config import StageConfig
 
 # TRAINING_CONFIG (models/saving.py), in the model folder: the settings that made it, and data statistics
 METRICS_FILE = "metrics.jsonl"
@@ -64,7 +63,7 @@ def final_model_dir(cfg: StageConfig) -> Path:
 
 
 def snapshot_dirs(cfg: StageConfig) -> list[Path]:
-    return [Path(cfg.output_dir) / "snapshots" / f"step-{int(step):06d}" for step in cfg.snapshot_steps]
+    return [Path(cfg.output_dir) / "snapshots" / f"step-{int(step):06d}" for step in getattr(cfg, "snapshot_steps", [])]
 
 
 def _saved_settings(folder: Path) -> dict:
@@ -234,24 +233,19 @@ def load_encoder(cfg: StageConfig, *, trust_remote_code: bool = False, **config_
     """The stage's starting model with a fresh trainable LoRA (a previous stage's LoRA is merged).
 
     `trust_remote_code` comes from the caller (`llm2comp train --trust-remote-code`), never a file."""
-    model = LLM2Comp.from_pretrained(cfg.model, num_memory_tokens=cfg.num_memory_tokens, max_length=cfg.max_length,
-                                     dtype=cfg.dtype, attn_implementation=cfg.attn_implementation, seed=cfg.seed,
+    encoder = cfg.encoder
+    model = LLM2Comp.from_pretrained(cfg.model, num_memory_tokens=encoder.num_memory_tokens,
+                                     max_length=encoder.max_length, dtype=encoder.dtype,
+                                     attn_implementation=encoder.attn_implementation, seed=cfg.seed,
                                      trust_remote_code=trust_remote_code, **config_overrides)
-    model.add_lora(LoraSettings.from_mapping(cfg.lora))
+    model.add_lora(cfg.lora)
     if model.memory is not None:  # none for MNTP (and the models it trains)
         model.memory.weight.requires_grad_(True)
-    if cfg.train_input_embeddings:
+    if encoder.train_input_embeddings:
         model.train_input_embeddings()  # saved with the model; a tied LM head keeps a frozen copy
-    if cfg.gradient_checkpointing:
+    if encoder.gradient_checkpointing:
         enable_gradient_checkpointing(model)  # recomputes with the adapter state of the forward (stage 1)
     return model
-
-
-def loop_settings(cfg: StageConfig) -> LoopSettings:
-    return LoopSettings(max_steps=cfg.max_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                        warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
-                        save_every=cfg.save_every, keep_last=cfg.keep_last, log_every=cfg.log_every,
-                        lr_by_name={"memory.weight": cfg.memory_lr} if cfg.memory_lr else {})
 
 
 def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict, target: Path | None = None) -> Path:
@@ -265,18 +259,13 @@ def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict,
     return target
 
 
-def contrastive_loss(cfg: StageConfig, model, accelerator, scale: float):
-    """InfoNCE over the global batch, GradCache-cached when `cache_chunk_size` > 0.
-
-    The loss runs its own backward (`accelerator.backward(loss * scale)`, scale = 1/grad_accum).
-    """
+def contrastive_loss(cfg: StageConfig, model):
+    """The stage-2/3 objective module: InfoNCE over the global batch, GradCache-cached when
+    `cache_chunk_size` > 0. Built once per run; the loop calls it on every micro-batch and
+    backpropagates its loss (scaled by 1/grad_accum), GradCache's chunk backwards included."""
     from ..losses.cached_info_nce import CachedInfoNCE
     from ..losses.info_nce import InfoNCE
 
-    def backward(loss):
-        accelerator.backward(loss * scale)
-
     if cfg.cache_chunk_size > 0:
-        return CachedInfoNCE(model, temperature=cfg.temperature, chunk_size=cfg.cache_chunk_size,
-                             backward_fn=backward)
-    return InfoNCE(model, temperature=cfg.temperature, backward_fn=backward)
+        return CachedInfoNCE(model, temperature=cfg.temperature, chunk_size=cfg.cache_chunk_size)
+    return InfoNCE(model, temperature=cfg.temperature)

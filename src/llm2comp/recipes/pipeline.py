@@ -1,11 +1,11 @@
 """Several stages from one config: pretrain -> unsupervised -> supervised, each resumable.
 
-    # configs/quickstart.yaml
+    # configs/quickstart.yaml (shortened)
     model: smollm2-135m            # keys at the top apply to every stage that reads them ...
     output_dir: runs/quickstart    # ... each stage writes to <output_dir>/<stage>
     stages:
-      pretrain: {objective: kl, max_steps: 40}
-      unsupervised: {lr: 3.0e-5, max_steps: 30}
+      pretrain: {objective: kl, alignment_weight: 1.0, alignment_temperature: 0.05, max_steps: 60}
+      unsupervised: {attention_dropout: 0.2, lr: 1.0e-3, max_steps: 75}
 
 Stage n+1 starts from stage n's saved model. Overrides address a stage by name
 (`--unsupervised.max_steps 10`) or every stage (`--seed 1`). A finished stage is reused, an
@@ -18,16 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..training.config import (
-    FIELDS,
-    STAGES,
-    StageConfig,
-    apply_overrides,
-    locator,
-    stage_config_from,
-    stages_reading,
-)
 from ..yaml_files import read_yaml, read_yaml_with_lines
+from .packaged import resolve_recipe
+from .stage_config import STAGES, StageConfig, apply_overrides, known_keys, locator, stage_config_from
 
 
 def is_pipeline_file(path) -> bool:
@@ -38,7 +31,7 @@ def is_pipeline_file(path) -> bool:
 
 
 def load_pipeline(path, overrides: list[str] = ()) -> list[StageConfig]:
-    path = Path(path)
+    path = Path(resolve_recipe(path))  # a bare name (`quickstart`) is the packaged recipe
     prefixes = tuple(f"--{stage}." for stage in STAGES)
     routed = [f"--stages.{token[2:]}" if token.startswith(prefixes) else token for token in overrides]
     raw, lines = read_yaml_with_lines(path)
@@ -55,14 +48,15 @@ def load_pipeline(path, overrides: list[str] = ()) -> list[StageConfig]:
     order = [name for name in STAGES if name in stages]  # always pretrain -> unsupervised -> supervised
     root = data.pop("output_dir", "runs/pipeline")
     shared_locate = locator(path, lines, list(overrides))
+    readers = known_keys()
     for key in data:
         if key == "stage":
             raise ConfigError(f"{shared_locate(key)}: a pipeline names its stages under `stages:`; remove `stage`")
-        if key not in FIELDS:
-            raise ConfigError(f"{shared_locate(key)}: unknown config key {key!r}; known keys: {sorted(FIELDS)}")
-        if not set(order) & set(stages_reading(key)):
+        if key not in readers:
+            raise ConfigError(f"{shared_locate(key)}: unknown config key {key!r}; known keys: {sorted(readers)}")
+        if not set(order) & set(readers[key]):
             raise ConfigError(f"{shared_locate(key)}: no stage of this pipeline ({', '.join(order)}) reads {key!r} "
-                              f"(only {', '.join(stages_reading(key))}); remove it")
+                              f"(only {', '.join(readers[key])}); remove it")
     configs, previous = [], None
     for name in order:
         own = stages[name] if stages[name] is not None else {}
@@ -75,7 +69,7 @@ def load_pipeline(path, overrides: list[str] = ()) -> list[StageConfig]:
             raise ConfigError(f"{path}:{lines.get(('stages', name, clash[0]), '?')}: stage {name!r} sets {clash[0]!r}, "
                               "which the pipeline decides (<output_dir>/<stage>; each stage starts from the previous "
                               "stage's model); remove it")
-        shared = {key: value for key, value in data.items() if name in stages_reading(key)}
+        shared = {key: value for key, value in data.items() if name in readers[key]}
         values = {**shared, **own, "stage": name, "output_dir": f"{root}/{name}"}
         if previous is not None:
             values["model"] = str(Path(previous.output_dir) / "model")

@@ -1,66 +1,68 @@
-"""Stage 1 recipe: context-compression pre-training (KL / NLL / reconstruction), or LLM2Vec's MNTP.
+"""Stage 1 recipe: context-compression pre-training (KL / NLL / reconstruction).
 
     llm2comp train --config configs/pretrain_quickstart.yaml
-    llm2comp train --config configs/pretrain_mntp_quickstart.yaml     # the paper's MNTP baseline
 
-setup: the backbone + fresh LoRA + k memory vectors; texts -> token ids -> split examples
-       (mntp: no memory vectors, mean pooling; texts -> token ids -> masked examples).
-train: `CompressionObjective` / `MaskedNextTokenObjective` on the shared loop (checkpoints,
-       resume, NaN stop), same data, same LoRA.
-save:  `output_dir/model`, an LLM2Comp folder that `encode` and the next stage load.
+config: `PretrainConfig` = what every stage reads (recipes/stage_config.py) + the objective, its
+        optional terms (`CompressionTerms`), the corpus filters and the memory diagnostics.
+setup:  the backbone + fresh LoRA + k memory vectors; texts -> token ids -> split examples.
+train:  `CompressionObjective` on the shared loop (checkpoints, resume, NaN stop).
+save:   `output_dir/model`, an LLM2Comp folder that `encode` and the next stage load.
+
+LLM2Vec's MNTP baseline (`objective: mntp`) is its own recipe: recipes/mntp.py.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.compression_examples import make_example
 from ..data.corpora import load_corpus
 from ..data.reading import DataError
 from ..errors import ConfigError
+from ..losses.compression import OBJECTIVES, CompressionObjective, CompressionTerms
+from ..models.layout import prefix_ids, text_budget
 from ..training.batches import BatchStream
-from ..training.compression import OBJECTIVES, CompressionObjective, CompressionTerms, make_example
-from ..training.config import StageConfig
 from ..training.loop import train_loop
-from ..training.masked_prediction import (
-    MNTP,
-    MaskedNextTokenObjective,
-    MaskingSpec,
-    mask_text,
-    masked_example_tokens,
-)
+from ..typed_settings import setting
 from .common import (
     final_model_dir,
     load_encoder,
     log,
-    loop_settings,
     make_accelerator,
     save_final,
     stage_output,
     stage_tokenizer,
 )
-
-PRETRAIN_OBJECTIVES = (*OBJECTIVES, MNTP)
-
-
-def check_pretrain_objective(objective: str) -> str:
-    if objective not in PRETRAIN_OBJECTIVES:
-        raise ConfigError(f"stage 1 objective must be one of {PRETRAIN_OBJECTIVES}, got {objective!r}")
-    return objective
+from .stage_config import StageConfig
 
 
-def example_maker(tokenizer, cfg: StageConfig):
-    """(ids, sample index) -> one training example, or None when the text is too short for it."""
-    if cfg.objective == MNTP:
-        spec = MaskingSpec.from_tokenizer(tokenizer, cfg.mask_ratio)
-        return lambda ids, index: mask_text(ids, spec, cfg.seed, index)
-    return lambda ids, index: make_example(ids, cfg.objective, cfg.seed, index)
+@dataclass
+class Stage1Data(StageConfig):
+    """What both stage-1 recipes (compression here, MNTP in recipes/mntp.py) read: the same corpus,
+    the same held-out texts, the same snapshots, so that their models compare on equal data (the
+    memory gap on the held texts, `gap_every`, is logged for the compression objectives only)."""
+
+    min_chars: int = setting(0, minimum=0)
+    max_tokens: int = setting(512, minimum=1)  # longer texts dropped
+    held_out_texts: int = setting(0, minimum=0)  # texts kept out of training to measure the memory gap
+    # log the memory gap on the held texts every N steps (0: only at the end)
+    gap_every: int = setting(0, minimum=0, on_resume="harmless")
+    snapshot_steps: list[int] = setting(factory=list, minimum=1, on_resume="harmless")  # also save a model then
 
 
-def build_examples(texts: list[str], tokenizer, cfg: StageConfig) -> tuple[list, dict]:
-    """Tokenise and split (or mask) every text; texts too short for it are skipped and counted."""
-    make = example_maker(tokenizer, cfg)
+@dataclass
+class PretrainConfig(Stage1Data):
+    objective: str = setting("kl", choices=OBJECTIVES)
+    # optional terms beyond the paper (0 = off; see losses/compression.py and docs/pretrain.md)
+    terms: CompressionTerms = setting(factory=CompressionTerms, flat=True)
+
+
+def build_examples(texts: list[str], tokenizer, cfg, make, skipped: str) -> tuple[list, dict]:
+    """Tokenise every text and make its example with `make(ids, index)` (None: too short for it, counted
+    as `skipped`); texts longer than `max_tokens` or the encoder's text budget are dropped."""
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    budget = cfg.max_length - cfg.num_memory_tokens - 1
+    budget = text_budget(cfg.encoder.max_length, len(prefix_ids(tokenizer)), cfg.encoder.num_memory_tokens)
     examples, too_short, too_long = [], 0, 0
     for index, row in enumerate(ids):
         if len(row) > min(cfg.max_tokens, budget):
@@ -71,8 +73,7 @@ def build_examples(texts: list[str], tokenizer, cfg: StageConfig) -> tuple[list,
             too_short += 1
         else:
             examples.append(example)
-    short = "skipped_nothing_to_mask" if cfg.objective == MNTP else "skipped_too_short_to_split"
-    stats = {"texts": len(texts), "examples": len(examples), short: too_short, "skipped_too_long": too_long}
+    stats = {"texts": len(texts), "examples": len(examples), skipped: too_short, "skipped_too_long": too_long}
     if not examples:
         raise DataError(f"no usable training example among {len(texts)} texts ({stats})")
     return examples, stats
@@ -80,12 +81,6 @@ def build_examples(texts: list[str], tokenizer, cfg: StageConfig) -> tuple[list,
 
 def example_tokens(batch) -> int:
     return sum(len(e.context) + len(e.target) + len(e.full or ()) for e in batch)
-
-
-def compression_terms(cfg: StageConfig) -> CompressionTerms:
-    return CompressionTerms(reconstruction_weight=cfg.reconstruction_weight, alignment_weight=cfg.alignment_weight,
-                            margin_weight=cfg.margin_weight, margin=cfg.margin,
-                            alignment_temperature=cfg.alignment_temperature)
 
 
 def split_held_out(texts: list[str], count: int) -> tuple[list[str], list[str]]:
@@ -97,16 +92,17 @@ def split_held_out(texts: list[str], count: int) -> tuple[list[str], list[str]]:
     return (texts[:-count], texts[-count:]) if count else (texts, [])
 
 
-def gap_logger(objective: CompressionObjective, held: list[str], cfg: StageConfig):
+def gap_logger(objective: CompressionObjective, held: list[str], cfg: PretrainConfig):
     """A loop callback that adds the memory gap on the held texts to the metrics row (see memory_probe),
     every `gap_every` steps, at every snapshot step and at the end."""
     from ..training.memory_probe import memory_gap
 
-    every = cfg.gap_every or cfg.max_steps  # 0: only at the end (and at the snapshots)
-    snapshots = {int(s) for s in cfg.snapshot_steps}
+    max_steps = cfg.loop.max_steps
+    every = cfg.gap_every or max_steps  # 0: only at the end (and at the snapshots)
+    snapshots = set(cfg.snapshot_steps)
 
     def callback(step: int, row: dict) -> None:
-        if step % every and step != cfg.max_steps and step not in snapshots:
+        if step % every and step != max_steps and step not in snapshots:
             return
         gap = memory_gap(objective, held, seed=cfg.seed, batch_size=cfg.batch_size)
         row.update({f"memory_{key}": value for key, value in gap.items() if key != "texts"})
@@ -116,7 +112,7 @@ def gap_logger(objective: CompressionObjective, held: list[str], cfg: StageConfi
     return callback
 
 
-def check_gap_logging(accelerator, cfg: StageConfig) -> None:
+def check_gap_logging(accelerator, cfg: PretrainConfig) -> None:
     """The memory gap runs the objective outside the loop's forward, on one process's model: with
     FSDP / DeepSpeed sharding that model holds only its shard, so the diagnostic is refused up front."""
     sharded = getattr(accelerator.distributed_type, "value", str(accelerator.distributed_type))
@@ -125,59 +121,55 @@ def check_gap_logging(accelerator, cfg: StageConfig) -> None:
                           f"{sharded}: set held_out_texts: 0, or measure the gap on the saved model without sharding")
 
 
-def snapshot_saver(model, cfg: StageConfig, accelerator, data_stats: dict):
+def snapshot_saver(model, cfg: Stage1Data, accelerator, data_stats: dict):
     """A loop callback that saves a complete model folder at each of `cfg.snapshot_steps`."""
-    steps = {int(s) for s in cfg.snapshot_steps}
+    steps = set(cfg.snapshot_steps)
 
     def callback(step: int, row: dict) -> None:
-        if step in steps and step < cfg.max_steps:
+        if step in steps and step < cfg.loop.max_steps:
             save_final(model, cfg, accelerator, data_stats, target=snapshot_dir(cfg, step))
 
     return callback
 
 
-def snapshot_dir(cfg: StageConfig, step: int) -> Path:
+def snapshot_dir(cfg: Stage1Data, step: int) -> Path:
     return Path(cfg.output_dir) / "snapshots" / f"step-{step:06d}"
 
 
-def _corpus(cfg: StageConfig, tokenizer):
-    return load_corpus(cfg.data, min_chars=cfg.min_chars, max_tokens=cfg.max_tokens, tokenizer=tokenizer,
-                       seed=cfg.seed, limit=cfg.max_samples)
+def stage1_texts(cfg: Stage1Data, tokenizer):
+    """(corpus, training texts, held texts) of a stage-1 run: the last `held_out_texts` are never trained on."""
+    corpus = load_corpus(cfg.data, min_chars=cfg.min_chars, max_tokens=cfg.max_tokens, tokenizer=tokenizer,
+                         seed=cfg.seed, limit=cfg.max_samples)
+    texts, held = split_held_out(corpus.texts, cfg.held_out_texts)
+    return corpus, texts, held
 
 
-def held_texts(cfg: StageConfig) -> list[str]:
+def held_texts(cfg: Stage1Data) -> list[str]:
     """The texts a stage-1 run with this config keeps out of training (`held_out_texts`)."""
-    return split_held_out(_corpus(cfg, stage_tokenizer(cfg)).texts, cfg.held_out_texts)[1]
+    return stage1_texts(cfg, stage_tokenizer(cfg))[2]
 
 
-def stage_objective(cfg: StageConfig, model):
-    """The module the loop trains and its token counter, for the configured objective."""
-    if cfg.objective == MNTP:
-        return MaskedNextTokenObjective(model), masked_example_tokens
-    return CompressionObjective(model, cfg.objective, terms=compression_terms(cfg)), example_tokens
-
-
-def run_pretrain(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
-    check_pretrain_objective(cfg.objective)
+def run_pretrain(cfg: PretrainConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
     with stage_output(cfg, resume) as done:
         if done:
             log.info("stage 1 already finished: reusing %s", final_model_dir(cfg))
             return final_model_dir(cfg)
         tokenizer = stage_tokenizer(cfg, trust_remote_code=trust_remote_code)
-        corpus = _corpus(cfg, tokenizer)
-        texts, held = split_held_out(corpus.texts, cfg.held_out_texts)
-        examples, split_stats = build_examples(texts, tokenizer, cfg)
+        corpus, texts, held = stage1_texts(cfg, tokenizer)
+        examples, split_stats = build_examples(texts, tokenizer, cfg,
+                                               lambda ids, index: make_example(ids, cfg.objective, cfg.seed, index),
+                                               skipped="skipped_too_short_to_split")
         data_stats = {**corpus.stats, **split_stats}
         log.info("stage 1 data: %s", data_stats)
         accelerator = make_accelerator(cfg)
         check_gap_logging(accelerator, cfg)
-        model = load_encoder(cfg, trust_remote_code=trust_remote_code, **({"pooling": "mean"} if cfg.objective == MNTP else {}))  # mean: as LLM2Vec
+        model = load_encoder(cfg, trust_remote_code=trust_remote_code)
         stream = BatchStream(examples, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                              world_size=accelerator.num_processes)
-        objective, count_tokens = stage_objective(cfg, model)
+        objective = CompressionObjective(model, cfg.objective, terms=cfg.terms)
         extra = [snapshot_saver(model, cfg, accelerator, data_stats)] if cfg.snapshot_steps else []
-        if held and cfg.objective != MNTP:
+        if held:
             extra.append(gap_logger(objective, held, cfg))
-        train_loop(objective, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
-                   config=cfg.to_dict(), resume=resume, count_tokens=count_tokens, callbacks=[*extra, *callbacks])
+        train_loop(objective, stream, cfg.loop, accelerator=accelerator, output_dir=cfg.output_dir,
+                   config=cfg.to_dict(), resume=resume, count_tokens=example_tokens, callbacks=[*extra, *callbacks])
         return save_final(model, cfg, accelerator, data_stats)

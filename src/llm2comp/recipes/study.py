@@ -11,7 +11,7 @@ of the run (e.g. 25 / 50 / 100 % of the samples). Then, per saved model:
   see training/memory_probe.py), effective dimension and k x k memory-token correlation;
 - the decoding probe: what the frozen decoder writes from the memory of a few held contexts.
 Every run is resumable and reused when finished; every evaluation is reused when its results.json
-exists. Output: OUTPUT_DIR/report.md (tables + probe), results.json, score_vs_samples.png.
+was made with the same model, suite and settings (evaluation/cache.py). Output: OUTPUT_DIR/report.md (tables + probe), results.json, score_vs_samples.png.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import yaml
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError
-from ..training.config import StageConfig, apply_overrides, load_stage_config
 from ..yaml_files import read_yaml
+from .packaged import resolve_recipe
+from .stage_config import StageConfig, apply_overrides, load_stage_config
 
 log = logging.getLogger("llm2comp")
 
@@ -59,6 +60,7 @@ class StudyConfig:
 
 
 def load_study_config(path, overrides: list[str] = ()) -> StudyConfig:
+    path = resolve_recipe(path)  # a bare name (`study_pretext`) is the packaged recipe
     data = read_yaml(path, "study config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping")
@@ -79,12 +81,12 @@ class Run:
 
     @property
     def snapshot_steps(self) -> list[int]:
-        return self.config.snapshot_steps + [self.config.max_steps]
+        return self.config.snapshot_steps + [self.config.loop.max_steps]
 
     def model_dir(self, step: int) -> Path:
         from .pretrain import snapshot_dir
 
-        return Path(self.config.output_dir) / "model" if step == self.config.max_steps else snapshot_dir(
+        return Path(self.config.output_dir) / "model" if step == self.config.loop.max_steps else snapshot_dir(
             self.config, step)
 
 
@@ -96,8 +98,8 @@ def plan_runs(study: StudyConfig) -> list[Run]:
             values = {**study.base, **(keys or {}), "stage": "pretrain", "seed": seed,
                       "output_dir": str(Path(study.output_dir) / "arms" / f"{arm}-s{seed}")}
             config = load_stage_config(None, [], **values)
-            steps = sorted({max(1, math.ceil(float(f) * config.max_steps)) for f in study.fractions})
-            config.snapshot_steps = [s for s in steps if s < config.max_steps]
+            steps = sorted({max(1, math.ceil(float(f) * config.loop.max_steps)) for f in study.fractions})
+            config.snapshot_steps = [s for s in steps if s < config.loop.max_steps]
             if not config.held_out_texts:
                 config.gap_every = 0  # the gap needs held texts; with them it is also logged at every snapshot
             runs.append(Run(f"{arm}-s{seed}", arm, seed, config))
@@ -113,13 +115,11 @@ def _memory_gaps(run: Run) -> dict[int, dict]:
 
 
 def _evaluate(model, output_dir: Path, study: StudyConfig, **kwargs) -> dict:
-    from ..evaluation import evaluate
-    from ..evaluation.report import load_results
+    """Evaluate, or reuse `output_dir/results.json` when it was made for the same model, suite and settings."""
+    from ..evaluation import EvalSettings, cached_evaluate
 
-    if (output_dir / "results.json").is_file():
-        return load_results(output_dir)
-    return evaluate(model, suite=study.suite, output_dir=output_dir, max_items=study.max_items,
-                    show_progress_bar=False, **kwargs)
+    settings = EvalSettings(max_items=study.max_items, show_progress_bar=False, **kwargs)
+    return cached_evaluate(model, study.suite, settings, output_dir)
 
 
 def _summary(results: dict) -> dict:
@@ -132,13 +132,13 @@ def _summary(results: dict) -> dict:
 
 def _untrained_gap(study: StudyConfig, run: Run, held: list[str]) -> dict:
     """The memory gap of the untrained model (fresh LoRA-free encoder, random memory): the gap's floor."""
+    from ..losses.compression import CompressionObjective
     from ..models.encoder import LLM2Comp
-    from ..training.compression import CompressionObjective
     from ..training.memory_probe import memory_gap
 
     cfg = run.config
-    model = LLM2Comp.from_pretrained(cfg.model, num_memory_tokens=cfg.num_memory_tokens or 8,
-                                     max_length=cfg.max_length, seed=cfg.seed)
+    model = LLM2Comp.from_pretrained(cfg.model, num_memory_tokens=cfg.encoder.num_memory_tokens or 8,
+                                     max_length=cfg.encoder.max_length, seed=cfg.seed)
     objective = CompressionObjective(model, "kl")
     return memory_gap(objective, held, seed=cfg.seed, batch_size=cfg.batch_size)
 
@@ -148,7 +148,7 @@ def _probe(run: Run, held: list[str], study: StudyConfig, decoder) -> list[dict]
     from ..models.encoder import LLM2Comp
     from ..training.memory_probe import held_examples
 
-    model = LLM2Comp.from_pretrained(run.model_dir(run.config.max_steps))
+    model = LLM2Comp.from_pretrained(run.model_dir(run.config.loop.max_steps))
     if not model.num_memory_tokens:
         return []
     examples = held_examples(model, held, run.config.objective, run.config.seed)[:study.probe_texts]
@@ -184,11 +184,11 @@ def run_study(study: StudyConfig, *, resume: bool = True) -> dict:
         for step in run.snapshot_steps:
             model_dir = run.model_dir(step)
             summary = _summary(_evaluate(str(model_dir), root / "eval" / run.name / f"step-{step:06d}", study))
-            points.append({"step": step, "samples": step * run.config.batch_size * run.config.grad_accum,
+            points.append({"step": step, "samples": step * run.config.batch_size * run.config.loop.grad_accum,
                            **summary, "memory_gap": gaps.get(step)})
         entry = {"arm": run.arm, "seed": run.seed, "objective": run.config.objective, "points": points,
                  "data_stats": _data_stats(run)}
-        if held and run.config.num_memory_tokens:
+        if held and run.config.encoder.num_memory_tokens:
             if decoder is None:
                 from ..models.backbone import load_causal_lm
 

@@ -12,23 +12,32 @@ save:  `output_dir/model`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.batching import ContrastiveBatchSampler, pair_keys
 from ..data.pairs import PairSet, check_pair_source, read_e5_mix, read_pairs
 from ..errors import InvalidSetting
-from ..training.config import StageConfig
 from ..training.loop import train_loop
+from ..typed_settings import setting
 from .common import (
     contrastive_loss,
     final_model_dir,
     load_encoder,
     log,
-    loop_settings,
     make_accelerator,
     save_final,
     stage_output,
 )
+from .stage_config import StageConfig
+
+
+@dataclass
+class SupervisedConfig(StageConfig):
+    temperature: float = setting(0.05, above=0)
+    cache_chunk_size: int = setting(0, minimum=0)  # > 0: GradCache-cached loss, this chunk size
+    query_max_length: int = setting(512, minimum=1)
+    document_max_length: int = setting(1024, minimum=1)
 
 
 def load_pair_set(spec: dict) -> PairSet:
@@ -68,7 +77,7 @@ class SamplerStream:
         raise InvalidSetting("the data cannot fill one global batch without duplicate queries or positives")
 
 
-def run_supervised(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
+def run_supervised(cfg: SupervisedConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
     with stage_output(cfg, resume) as done:
         if done:
             log.info("stage 3 already finished: reusing %s", final_model_dir(cfg))
@@ -96,15 +105,13 @@ def run_supervised(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust
             return ([queries[i] for i in indices], [positives[i] for i in indices],
                     [negative_of[i] for i in indices if i in negative_of])
 
-        def step(wrapped, batch, accelerator, scale):
-            return contrastive_loss(cfg, wrapped, accelerator, scale).backward(*batch)
-
         def count_tokens(batch):
             return sum(len(ids) for group in batch for ids in group)
 
-        train_loop(model, SamplerStream(sampler, collate), loop_settings(cfg), accelerator=accelerator,
+        objective = contrastive_loss(cfg, model)  # built once; the loop prepares its encoder
+        train_loop(objective, SamplerStream(sampler, collate), cfg.loop, accelerator=accelerator,
                    output_dir=cfg.output_dir, config=cfg.to_dict(), resume=resume, count_tokens=count_tokens,
-                   step_fn=step, callbacks=callbacks)
+                   callbacks=callbacks)
         model.config.prompts = {**model.config.prompts, **default_prompts(rows)}
         return save_final(model, cfg, accelerator, pairs.stats)
 

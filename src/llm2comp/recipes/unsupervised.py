@@ -11,26 +11,35 @@ save:  `output_dir/model`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.sentences import load_sentences
 from ..models.backbone import attention_dropout_override
 from ..training.batches import BatchStream
-from ..training.config import StageConfig
 from ..training.loop import train_loop
+from ..typed_settings import setting
 from .common import (
     contrastive_loss,
     final_model_dir,
     load_encoder,
     log,
-    loop_settings,
     make_accelerator,
     save_final,
     stage_output,
 )
+from .stage_config import StageConfig
 
 
-def run_unsupervised(cfg: StageConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
+@dataclass
+class UnsupervisedConfig(StageConfig):
+    temperature: float = setting(0.05, above=0)
+    attention_dropout: float = setting(0.0, minimum=0, below=1)  # SimCSE's views (paper: 0.2)
+    cache_chunk_size: int = setting(0, minimum=0)  # > 0: GradCache-cached loss, this chunk size
+    max_tokens: int = setting(512, minimum=1)  # longer sentences dropped
+
+
+def run_unsupervised(cfg: UnsupervisedConfig, *, resume: bool = True, callbacks=(), trust_remote_code: bool = False) -> Path:
     from ..losses.info_nce import SimCSE
 
     with stage_output(cfg, resume) as done:
@@ -50,10 +59,8 @@ def run_unsupervised(cfg: StageConfig, *, resume: bool = True, callbacks=(), tru
         stream = BatchStream(ids, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                              world_size=accelerator.num_processes)
 
-        def step(wrapped, batch, accelerator, scale):
-            return SimCSE(contrastive_loss(cfg, wrapped, accelerator, scale)).backward(batch)
-
-        train_loop(model, stream, loop_settings(cfg), accelerator=accelerator, output_dir=cfg.output_dir,
+        objective = SimCSE(contrastive_loss(cfg, model))  # built once; the loop prepares its encoder
+        train_loop(objective, stream, cfg.loop, accelerator=accelerator, output_dir=cfg.output_dir,
                    config=cfg.to_dict(), resume=resume, count_tokens=lambda batch: 2 * sum(map(len, batch)),
-                   step_fn=step, callbacks=callbacks)
+                   callbacks=callbacks)
         return save_final(model, cfg, accelerator, corpus.stats)

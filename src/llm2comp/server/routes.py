@@ -10,7 +10,9 @@
 thread, so a body of several MB does not hold up the event loop. While a request waits for its
 vectors, a watcher listens for the client's disconnect: a client that hangs up cancels its request,
 its rows are dropped before they reach the model (batching.py), and it is counted with status 499
-(nginx's "client closed request"; nothing is sent).
+(nginx's "client closed request"; nothing is sent). A request for quantised codes (`precision`) first
+imports sentence-transformers' quantizer on a worker thread (seconds, once), or answers 501 when it is
+not installed.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import MissingDependency
+from ..models.quantization import load_quantizer
 from .errors import APIError
 from .metrics import CONTENT_TYPE
 from .parsing import parse_embedding_request
 from .schemas import EmbeddingRequest, EmbeddingResponse, ErrorBody, ModelCard, ModelList
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 501, 503)}
 CLIENT_CLOSED = 499
 REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
@@ -83,6 +87,8 @@ async def create_embeddings(request: Request) -> Response:
     service = ready_service(request)
     body = await request.body()
     parsed, inputs = await run_in_threadpool(parse_embedding_request, body, request.headers.get("content-encoding"))
+    if parsed.precision != "float32":
+        await run_in_threadpool(_quantizer, parsed.precision)
     try:
         payload = await unless_disconnected(request, service.create(parsed, inputs))
     except ClientDisconnected:
@@ -90,6 +96,15 @@ async def create_embeddings(request: Request) -> Response:
     # a large answer (thousands of vectors) takes a while to serialise: not on the event loop
     content = await run_in_threadpool(lambda: json.dumps(payload, separators=(",", ":")).encode())
     return Response(content, media_type="application/json")
+
+
+def _quantizer(precision: str) -> None:
+    """Import the quantizer (off the event loop); 501 naming `precision` when sentence-transformers is missing."""
+    try:
+        load_quantizer(precision)
+    except MissingDependency as error:
+        raise APIError(501, f"this server cannot answer precision {precision!r}: {error}", type="server_error",
+                       param="precision", code="unsupported_precision") from None
 
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS)

@@ -10,6 +10,12 @@
       instruction      the query's instruction, applied as "{instruction}: {text}" (extension)
       long_texts       "truncate" | "segments" (extension: inputs beyond the model's max_length)
       overlap          tokens shared by consecutive windows with "segments" (extension)
+      precision        "float32" (default) | "binary" | "ubinary" (extension: sentence-transformers' codes,
+                       the sign bits packed 8 to a byte as int8 (minus 128) / uint8, ceil(d / 8) values;
+                       "float": JSON integers, "base64": the raw bytes, one per value)
+
+int8 / uint8 are not served: their codes need per-dimension ranges, and ranges taken from a request's
+own texts would make a text's code depend on the texts sent with it (models/quantization.py).
 
 Types are strict, as JSON has them: `true` is not 1, `3.0` and `"3"` are not 3, `[true, false]`
 and `[1.0, 2.0]` are not token ids (a 400 each). `input` is checked by `check_input` (one pass
@@ -24,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, WithJsonSchema
 
 SERVED_LONG_TEXT_MODES = ("truncate", "segments")  # `multivector` has no one-vector-per-input shape
+SERVED_PRECISIONS = ("float32", "binary", "ubinary")  # int8 / uint8 need calibration ranges (module docstring)
 INPUT_TYPES = "a string, an array of strings, an array of token ids, or an array of token-id arrays"
 INPUT_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
                           {"type": "array", "items": {"type": "integer"}},
@@ -46,6 +53,7 @@ class EmbeddingRequest(BaseModel):
     instruction: StrictStr | None = None
     long_texts: Literal["truncate", "segments"] | None = None
     overlap: StrictInt | None = Field(default=None, ge=0)
+    precision: Literal["float32", "binary", "ubinary"] = "float32"
 
 
 CHUNK = 1 << 16  # items checked per C-level call: the GIL is free between chunks for the event loop
@@ -107,7 +115,7 @@ def _json_type(value) -> str:
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str  # int codes with `precision`; base64 of the raw bytes
 
 
 class Usage(BaseModel):

@@ -11,7 +11,8 @@ event loop), queue the rows for the batcher, and shape the vectors as the client
                 token-weighted mean of its windows' (models/long_texts.py), as `encode` computes it;
                 an explicit --max-input-tokens bounds the whole text here too
     vectors  -> unit length (unless --no-normalize) -> `dimensions`: first n, renormalised
-             -> float list, or base64 of little-endian float32
+             -> `precision` binary / ubinary: packed sign bits (models/quantization.py)
+             -> float (or int) list, or base64 of little-endian float32 (or of the int8 / uint8 bytes)
 
 The character bound: one token never covers more characters than the longest entry of the
 vocabulary (doubled for normalizers that merge characters), so a text of more than
@@ -34,8 +35,8 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import InvalidSetting
-from ..models.encoding import apply_instructions
-from ..models.long_texts import WindowEmbeddings, window_rows
+from ..models.layout import EncoderRows, apply_instructions, model_text_budget, row_overhead, rows_of_ids
+from ..models.quantization import quantize
 from .batching import DynamicBatcher, QueueFull, ShuttingDown, forward_pass
 from .errors import APIError
 from .metrics import Metrics
@@ -112,8 +113,7 @@ class EmbeddingService:
         self.metrics = metrics
         self.name = settings.model_name
         self.created = int(time.time())
-        prefix = len(model.prefix_ids())
-        self.window_tokens = model.config.max_length - prefix - model.num_memory_tokens  # text budget of a row
+        self.window_tokens = model_text_budget(model)  # text budget of a row
         if settings.max_input_tokens is not None and settings.max_input_tokens > self.window_tokens:
             raise InvalidSetting(f"--max-input-tokens {settings.max_input_tokens} exceeds what the model holds: "
                              f"max_length {model.config.max_length} - BOS - {model.num_memory_tokens} memory "
@@ -128,8 +128,8 @@ class EmbeddingService:
         self.chars_per_token = max(MIN_CHARS_PER_TOKEN, 2 * longest_token_chars(model.tokenizer))
         self.tokenizers = TokenizerPool.of(model.tokenizer, min(4, os.cpu_count() or 1))
         self.dimension = model.hidden_size
-        self.batcher = DynamicBatcher(lambda rows: forward_pass(model, rows), row_overhead=prefix +
-                                      model.num_memory_tokens, max_batch_tokens=settings.max_batch_tokens,
+        self.batcher = DynamicBatcher(lambda rows: forward_pass(model, rows), row_overhead=row_overhead(model),
+                                      max_batch_tokens=settings.max_batch_tokens,
                                       max_queue_inputs=settings.max_queue_inputs,
                                       max_wait_s=settings.max_wait_ms / 1000, metrics=metrics)
 
@@ -152,12 +152,10 @@ class EmbeddingService:
         mode = request.long_texts or self.long_texts
         overlap = self._overlap(request, mode)
         rows = await self._token_rows(request, inputs, mode, overlap)
-        if mode == "segments":
-            rows = self._apply_token_limit(rows, self.settings.max_input_tokens)
-            vectors = await self._embed_segments(rows, overlap)
-        else:
-            rows = self._apply_token_limit(rows, self.max_input_tokens)
-            vectors = await self._queue(rows)
+        rows = self._apply_token_limit(rows, self.settings.max_input_tokens if mode == "segments"
+                                       else self.max_input_tokens)
+        layout = rows_of_ids(rows, self.window_tokens, mode, overlap)  # overlap checked in _overlap
+        vectors = layout.combine(await self._queue_rows(layout, mode), mode)
         tokens = sum(len(row) for row in rows)
         self.metrics.inc("inputs_total", len(rows))
         self.metrics.inc("prompt_tokens_total", tokens)
@@ -257,15 +255,14 @@ class EmbeddingService:
                            code="invalid_value")
         return overlap
 
-    async def _embed_segments(self, rows: list[list[int]], overlap: int) -> torch.Tensor:
-        """Every input cut into windows (`long_texts.plan_windows`), all windows queued as rows, then per
-        input the token-weighted mean of its windows' raw vectors."""
-        windows, owner, weights = window_rows(rows, self.window_tokens, overlap)  # overlap checked above
-        if len(windows) > self.settings.max_queue_inputs:
-            raise APIError(413, f"the inputs make {len(windows)} windows of {self.window_tokens} tokens; the "
+    async def _queue_rows(self, layout: EncoderRows, mode: str) -> torch.Tensor:
+        """The rows' raw vectors; under segments (one row per window, `layout.rows_of_ids`) 413 when the
+        windows are more than the queue holds."""
+        if mode == "segments" and len(layout.ids) > self.settings.max_queue_inputs:
+            raise APIError(413, f"the inputs make {len(layout.ids)} windows of {self.window_tokens} tokens; the "
                            f"queue holds at most {self.settings.max_queue_inputs}", param="input",
                            code="input_too_long")
-        return WindowEmbeddings(await self._queue(windows), owner, weights, len(rows)).weighted_mean()
+        return await self._queue(layout.ids)
 
     def _instruction(self, request: EmbeddingRequest) -> str | None:
         """Queries take `instruction`, or the model's saved query prompt; documents never take one."""
@@ -317,6 +314,8 @@ class EmbeddingService:
         elif self.settings.normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
         array = vectors.numpy().astype("<f4", copy=False)
+        if request.precision != "float32":  # one byte per value: no byte order
+            array = quantize(array, request.precision)
         if request.encoding_format == "base64":
             values = [base64.b64encode(row.tobytes()).decode("ascii") for row in array]
         else:

@@ -1,1 +1,1 @@
-"""Training: the accelerate-based trainer, checkpoints, schedules, the stage objectives' batch builders."""
+"""Training: the accelerate-based trainer, checkpoints, schedules, resume; the objectives live in losses/."""

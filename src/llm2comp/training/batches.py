@@ -9,7 +9,7 @@ have yielded next.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,8 +17,7 @@ from ..errors import InvalidSetting
 
 
 class BatchStream:
-    def __init__(self, items: Sequence, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 collate: Callable[[list], object] | None = None):
+    def __init__(self, items: Sequence, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise InvalidSetting(f"batch_size must be >= 1, got {batch_size}")
         self.global_batch = batch_size * world_size
@@ -26,7 +25,7 @@ class BatchStream:
             raise InvalidSetting(f"{len(items)} training examples cannot fill one global batch of "
                              f"{self.global_batch} ({batch_size} per process x {world_size} processes)")
         self.items, self.batch_size, self.seed = items, batch_size, seed
-        self.rank, self.collate = rank, collate or (lambda batch: batch)
+        self.rank = rank
         self.epoch, self.index = 0, 0
         self._order = self._permutation(0)
 
@@ -51,4 +50,4 @@ class BatchStream:
         start = self.index * self.global_batch + self.rank * self.batch_size
         chosen = self._order[start:start + self.batch_size]
         self.index += 1
-        return self.collate([self.items[i] for i in chosen])
+        return [self.items[i] for i in chosen]

@@ -4,9 +4,26 @@ It owns: AdamW, linear warm-up then decay, gradient accumulation, clipping, mixe
 progress bar (loss / lr / tokens per second), a JSONL metrics log and a loss-curve PNG, atomic
 checkpoints every N steps, resume (only with the settings the checkpoint was made with, see
 resume.py), and a stop on a non-finite loss that keeps the last good checkpoint. What a step
-computes is the stage's business: `objective(batch) -> loss`, or a custom
-`step_fn(objective, batch, accelerator, scale) -> loss` for losses that run their own backward
-(the GradCache contrastive loss).
+computes is the stage's business, through one contract for every objective (an nn.Module):
+
+    loss = objective(batch)                                  # each micro-batch
+    accelerator.backward(loss * (1 / grad_accum))            # accelerate's GradScaler, DeepSpeed, ...
+
+GradCache (losses/cached_info_nce.py) obeys it too: its chunk backwards run from a hook on the
+returned loss, inside this backward, with the 1/grad_accum (and GradScaler) factor as its gradient.
+
+What is prepared (`trained_module`): a stage-1 objective (one forward, one backward) is prepared
+whole, so DDP wraps the objective. A contrastive objective forwards its encoder several times per
+step (one pass per text group or chunk; GradCache re-embeds chunks inside the backward, one backward
+each): it has a `forward_through` method, and the loop prepares its `encoder` alone and hands the
+wrapper back, so that every pass is a forward of the DDP wrapper (what arms DDP's reducer, once per
+backward; see losses/cached_info_nce.py). The trainable parameters, their checkpoint names and the
+clipping are then the encoder's. The backward runs inside the micro-step's `no_sync` block, so that
+forwards inside the backward (GradCache's) see the same sync decision as the micro-step's forward,
+and outside `accelerator.autocast()`, which wraps the forward only (as torch advises: backward ops
+run in the precision autocast chose for their forward ops; under autocast, the InfoNCE logits'
+backward matmuls would run in bf16/fp16). GradCache re-enters the forward's autocast state itself
+for the chunks it re-embeds in the backward.
 
 Sharded training (FSDP, DeepSpeed) goes through accelerate only, and every path is safe for it by
 construction: the parameters clipped are the prepared model's (FSDP replaces them with shards),
@@ -40,6 +57,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_bytes
 from ..errors import InvalidSetting, LLM2CompError, ResumeMismatch
+from ..typed_settings import setting
 from .batches import BatchStream
 from .checkpoint import (
     list_checkpoints,
@@ -66,17 +84,21 @@ class TrainingDiverged(LLM2CompError, RuntimeError):
 
 @dataclass
 class LoopSettings:
-    max_steps: int
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    warmup_steps: int = 0
-    grad_accum: int = 1
-    max_grad_norm: float | None = 2.0
-    save_every: int = 0  # 0: only at the end
-    keep_last: int = 3
-    log_every: int = 1
-    progress: bool = True
-    lr_by_name: dict = field(default_factory=dict)  # parameter-name suffix -> its own lr (e.g. memory vectors)
+    """The optimisation a stage runs (flat keys of its config: `lr: 1e-4`, `max_steps: 200`, ...)."""
+
+    max_steps: int = setting(32000, minimum=1, on_resume="harmless")  # raise it to extend a run
+    lr: float = setting(1e-4, above=0)
+    memory_lr: float | None = setting(None, above=0)  # a separate lr for the k memory vectors (None: lr)
+    weight_decay: float = setting(1e-5, minimum=0)
+    warmup_steps: int = setting(0, minimum=0)
+    grad_accum: int = setting(1, minimum=1)
+    max_grad_norm: float | None = setting(2.0, above=0)
+    save_every: int = setting(0, minimum=0, on_resume="harmless")  # 0: only at the end
+    keep_last: int = setting(3, minimum=0, on_resume="harmless")  # 0: keep every checkpoint
+    log_every: int = setting(1, minimum=1, on_resume="harmless")
+    progress: bool = setting(True, config=False)
+    # parameter-name suffix -> its own lr (`memory_lr` adds "memory.weight")
+    lr_by_name: dict = setting(factory=dict, config=False)
 
 
 @dataclass
@@ -86,10 +108,10 @@ class LoopResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _default_step(objective, batch, accelerator, scale: float) -> torch.Tensor:
-    loss = objective(batch)
-    accelerator.backward(loss * scale)  # always, even when not finite: other ranks wait in its all-reduce
-    return loss.detach()
+def trained_module(objective: torch.nn.Module) -> torch.nn.Module:
+    """The module the loop optimises, prepares and checkpoints: the objective's `encoder` for an objective
+    with `forward_through` (the contrastive ones, module docstring), else the objective itself."""
+    return objective.encoder if callable(getattr(objective, "forward_through", None)) else objective
 
 
 def _as_float(value) -> float:
@@ -132,8 +154,9 @@ def parameter_groups(named: list, settings: LoopSettings) -> list[dict]:
     The schedule (warm-up, decay) scales every group's lr by the same factor.
     """
     groups: dict[float, list] = {}
+    by_name = {**settings.lr_by_name, **({"memory.weight": settings.memory_lr} if settings.memory_lr else {})}
     for name, param in named:
-        lr = next((v for suffix, v in settings.lr_by_name.items() if name.endswith(suffix)), settings.lr)
+        lr = next((v for suffix, v in by_name.items() if name.endswith(suffix)), settings.lr)
         groups.setdefault(float(lr), []).append(param)
     return [{"params": ps, "lr": lr} for lr, ps in groups.items()]
 
@@ -204,13 +227,17 @@ def warn_low_precision_trainables(named: list) -> list[str]:
 
 def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSettings, *, accelerator,
                output_dir: str | Path, config: dict, resume: bool = True, count_tokens: Callable = len,
-               step_fn: Callable | None = None, callbacks: list[Callable] = ()) -> LoopResult:
-    """Train `objective`'s trainable parameters for `settings.max_steps` optimizer steps."""
+               callbacks: list[Callable] = ()) -> LoopResult:
+    """Train `objective`'s trainable parameters for `settings.max_steps` optimizer steps.
+
+    objective: an nn.Module, `objective(batch) -> loss` (scalar); see the module docstring.
+    """
     from transformers import get_linear_schedule_with_warmup
 
     output_dir = Path(output_dir)
     checkpoints = output_dir / "checkpoints"
-    named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    trained = trained_module(objective)
+    named = [(n, p) for n, p in trained.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no trainable parameters")
     warn_low_precision_trainables(named)
@@ -230,12 +257,17 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
     existing = list_checkpoints(checkpoints) if resume else []
     if existing:
         check_resumable(existing[-1], config, accelerator.num_processes)
-        meta = load_checkpoint(existing[-1], model=objective, optimizer=None, scheduler=scheduler)
+        meta = load_checkpoint(existing[-1], model=trained, optimizer=None, scheduler=scheduler)
         step = resumed_from = meta["step"]
         stream.restore(meta["data"])
-    names = optimizer_parameter_names(objective, optimizer)
+    names = optimizer_parameter_names(trained, optimizer)
     trainable_names = {name for name, _ in named}
-    model, optimizer = accelerator.prepare(objective, optimizer)
+    model, optimizer = accelerator.prepare(trained, optimizer)
+    if trained is objective:
+        compute = model  # the prepared objective (DDP: one armed forward, one backward)
+    else:
+        objective.forward_through(model)  # every encoder pass a forward of the prepared wrapper
+        compute = objective
     # after prepare (FSDP replaces the parameters by their shards: clipping the old ones would do nothing),
     # and all of them: accelerate's FSDP clips across shards only when given exactly `model.parameters()`
     params = list(model.parameters())
@@ -244,7 +276,6 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
     if accelerator.is_main_process:
         log.info("training on world size %d (%s, %s)%s", accelerator.num_processes, accelerator.distributed_type,
                  accelerator.device, f"; resumed from step {resumed_from}" if resumed_from else "")
-    step_fn = step_fn or _default_step
     metrics_path = output_dir / "metrics.jsonl"
     history = _read_history(metrics_path, step) if accelerator.is_main_process else []
 
@@ -263,14 +294,20 @@ def train_loop(objective: torch.nn.Module, stream: BatchStream, settings: LoopSe
                disable=not (settings.progress and accelerator.is_main_process))
     try:  # the bar's last line is written before any message about a stop (Ctrl-C, divergence)
         model.train()
+        optimizer.zero_grad(set_to_none=True)  # a gradient left from before the run must not join step 1
         while step < settings.max_steps:
             started, tokens, losses = time.perf_counter(), 0, []
             for micro in range(settings.grad_accum):
                 batch = stream.next_batch()
                 tokens += count_tokens(batch)
                 sync = accelerator.no_sync(model) if micro < settings.grad_accum - 1 else contextlib.nullcontext()
-                with sync, accelerator.autocast():
-                    losses.append(step_fn(model, batch, accelerator, 1.0 / settings.grad_accum).float())
+                with sync:
+                    with accelerator.autocast():  # the forward only: torch advises against backward under autocast
+                        micro_loss = compute(batch)
+                    # always, even when not finite: other ranks wait in its all-reduce; inside `sync`: the
+                    # forwards that GradCache runs in this backward must see this micro-step's sync decision
+                    accelerator.backward(micro_loss * (1.0 / settings.grad_accum))
+                losses.append(micro_loss.detach().float())
             loss = accelerator.reduce(torch.stack(losses).mean().to(accelerator.device), "mean").item()
             if not math.isfinite(loss):
                 last = list_checkpoints(checkpoints)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import torch
 
+from ..data.compression_examples import make_example
 from ..errors import InvalidSetting
-from .compression import CompressionObjective, make_example
+from ..losses.compression import CompressionObjective
+from ..models.layout import model_text_budget
 
 
 def held_examples(model, texts: list[str], objective: str, seed: int) -> list:
     """Held texts -> examples split as in training; texts too short to split are dropped."""
     ids = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    budget = model.config.max_length - model.num_memory_tokens - len(model.prefix_ids())
+    budget = model_text_budget(model)
     examples = [make_example(row[:budget], objective, seed, index) for index, row in enumerate(ids)]
     return [e for e in examples if e is not None]
 

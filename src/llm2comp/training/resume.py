@@ -12,7 +12,10 @@ it. Resuming, or reusing a finished stage, compares them with the settings given
   differ only when the caller says so (`--accept-resume-changes`); they are then logged;
 - "free" ones (`output_dir`, the flag itself) are never compared.
 
-A key missing from what was saved (a setting added in a later version) counts as its default.
+A key missing from what was saved (a setting added in a later version) counts as its default, and
+values are compared as the current version writes them (a `lora:` block saved without `dropout`
+equals one with the default dropout). What each key means comes from the stage config classes,
+which declare their settings here (`declare_settings`, recipes/stage_config.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 from pathlib import Path
 
 from ..errors import ResumeMismatch
-from .config import FIELDS, default_value, resume_kind
+from ..typed_settings import flat_specs, normalized
 
 log = logging.getLogger("llm2comp")
 
@@ -29,8 +32,26 @@ WAY_OUT = ("start a new run with another output_dir, or rerun with --no-resume t
            "scratch (its checkpoints are then removed, and its finished model moved aside to model.previous-<time>/)")
 
 
+# key -> (resume kind, default, the settings class that reads it), from every declared stage config
+_DECLARED: dict[str, tuple[str, object, type]] = {}
+
+
+def declare_settings(cls) -> None:
+    """Record the flat keys of settings class `cls`: their resume kind and default."""
+    for key, (spec, default) in flat_specs(cls).items():
+        _DECLARED.setdefault(key, (spec.metadata.get("on_resume", "meaning"), default, cls))
+
+
+def resume_kind(key: str) -> str:
+    """"meaning", "harmless" or "free" (module docstring); unknown keys count as "meaning"."""
+    return _DECLARED[key][0] if key in _DECLARED else "meaning"
+
+
 def _value(settings: dict, key: str):
-    return settings[key] if key in settings else default_value(key) if key in FIELDS else None
+    if key not in _DECLARED:
+        return settings.get(key)
+    _, default, cls = _DECLARED[key]
+    return normalized(cls, key, settings[key]) if key in settings else default
 
 
 def setting_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:

@@ -1,11 +1,18 @@
-"""Stage 1: the context-compression pretext task on one copy of the weights.
+"""Stage 1: the context-compression objective on one copy of the weights (KL / NLL / RC).
 
     encoder  LLM2Comp (LoRA on, bidirectional) reads [BOS] context [M1..Mk] -> m (B, k, d)
-    student  the backbone with the adapter OFF, causal, reads [E(BOS), m_1..m_k, E(continuation)]
+    student  the backbone with the adapter OFF, causal, reads [E(BOS), m_1..m_k, E(target)]
+             (models/layout.py: `decoder_inputs`)
     teacher  the backbone with the adapter OFF, causal, reads [BOS] context continuation (no_grad)
 
-Logits are computed only at the positions the loss uses (the LM head is applied to gathered
-hidden states), so neither pass materialises (B, T, V).
+    L_objective = 1/B sum_b L_b, L_b the mean over text b's target positions of
+        kl              KL(p_teacher || p_student)              (losses/kl_continuation.py)
+        nll             -log p_student(x_i)                     (losses/nll_continuation.py)
+        reconstruction  -log p_student(x_i), target = context   (losses/reconstruction.py)
+
+Examples (context, target, full text) are made from tokenised texts by
+data/compression_examples.py. Logits are computed only at the positions the loss uses (the LM head
+is applied to gathered hidden states), so neither pass materialises (B, T, V).
 
 Optional terms (`CompressionTerms`, all off by default = the paper's recipe) attack the shortcut in
 which one text-independent prefix satisfies the continuation loss:
@@ -18,6 +25,9 @@ L_align: memory mean vs the frozen LLM's mean-pooled states of the context: cosi
 each memory mean must pick its own text's teacher embedding among the batch's, which the common
 direction of anisotropic embeddings cannot satisfy);
 L_margin: the own memory must beat another text's memory by a margin (losses/memory_margin.py).
+
+`CompressionObjective` is an nn.Module: `forward(examples)` returns the scalar loss, which the
+training loop backpropagates (one forward, one backward per micro-batch).
 """
 
 from __future__ import annotations
@@ -25,51 +35,28 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..losses.embedding_alignment import embedding_alignment_loss
-from ..losses.info_nce import info_nce
-from ..losses.kl_continuation import kl_continuation_loss
-from ..losses.memory_margin import memory_margin_loss
-from ..losses.nll_continuation import token_nll_loss
-from ..losses.reconstruction import reconstruction_loss
+from ..data.compression_examples import CompressionExample
 from ..models.attention import position_ids_for
 from ..models.backbone import body_of
+from ..models.layout import decoder_inputs
+from ..typed_settings import setting, validate
+from .embedding_alignment import embedding_alignment_loss
+from .info_nce import info_nce
+from .kl_continuation import kl_continuation_loss
+from .memory_margin import memory_margin_loss
+from .nll_continuation import token_nll_loss
+from .reconstruction import reconstruction_loss
 
 OBJECTIVES = ("kl", "nll", "reconstruction")
-MIN_SPLIT = 10  # tokens kept on each side of the split point
 
 
 def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     return objective
-
-
-def split_point(length: int, seed: int, index: int, margin: int = MIN_SPLIT) -> int | None:
-    """Uniform in [margin, length - margin], reproducible per (seed, sample index); None if too short."""
-    if length < 2 * margin:
-        return None
-    return int(np.random.default_rng([seed, index]).integers(margin, length - margin + 1))
-
-
-@dataclass
-class CompressionExample:
-    context: list[int]  # what the encoder compresses
-    target: list[int]  # what the decoder predicts (continuation, or the context itself for RC)
-    full: list[int] | None = None  # context + continuation, read by the KL teacher
-
-
-def make_example(ids: list[int], objective: str, seed: int, index: int) -> CompressionExample | None:
-    """Cut one tokenised text into a training example; None when too short to split."""
-    if objective == "reconstruction":
-        return CompressionExample(context=ids, target=ids) if len(ids) >= 1 else None
-    cut = split_point(len(ids), seed, index)
-    if cut is None:
-        return None
-    return CompressionExample(context=ids[:cut], target=ids[cut:], full=ids if objective == "kl" else None)
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,16 +92,14 @@ def lm_logits(causal_lm: nn.Module, states: torch.Tensor) -> torch.Tensor:
 class CompressionTerms:
     """Weights of the optional stage-1 terms (0 = off). See the module docstring."""
 
-    reconstruction_weight: float = 0.0
-    alignment_weight: float = 0.0
-    margin_weight: float = 0.0
-    margin: float = 1.0
-    alignment_temperature: float = 0.0  # 0: cosine alignment; > 0: in-batch InfoNCE at this temperature
+    reconstruction_weight: float = setting(0.0, minimum=0)  # + w * reconstruction from the memory
+    alignment_weight: float = setting(0.0, minimum=0)  # + w * alignment of the memory mean to the teacher's
+    margin_weight: float = setting(0.0, minimum=0)  # + w * max(0, margin - (other memory's loss - own))
+    margin: float = setting(1.0, minimum=0)
+    alignment_temperature: float = setting(0.0, minimum=0)  # 0: cosine alignment; > 0: in-batch InfoNCE
 
     def __post_init__(self):
-        for name in ("reconstruction_weight", "alignment_weight", "margin_weight", "margin", "alignment_temperature"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        validate(self)
 
 
 class CompressionObjective(nn.Module):
@@ -202,19 +187,11 @@ class CompressionObjective(nn.Module):
         device = memory.device
         targets, target_valid = (t.to(device) for t in _pad(target_rows, self.encoder.pad_id()))
         lengths = target_valid.sum(1)
-        embed = causal_lm.get_input_embeddings()
-        batch, k = memory.shape[0], memory.shape[1]
-        parts = [memory.to(embed.weight.dtype), embed(targets)]
-        prefix = self._prefix()
-        if prefix:
-            bos = embed(torch.tensor(prefix, device=device))  # (p, d)
-            parts.insert(0, bos.unsqueeze(0).expand(batch, -1, -1))
-        embeds = torch.cat(parts, dim=1)  # (B, p + k + J, d)
-        head_valid = torch.ones(batch, len(prefix) + k, dtype=torch.long, device=device)
-        valid = torch.cat([head_valid, target_valid], dim=1)
+        decoder_in = decoder_inputs(causal_lm.get_input_embeddings(), self._prefix(), memory, targets, target_valid)
+        embeds, valid = decoder_in.embeds, decoder_in.attention_mask  # (B, p + k + J, d), (B, p + k + J)
         hidden = body_of(causal_lm)(inputs_embeds=embeds, attention_mask=valid,
                                     position_ids=position_ids_for(valid), use_cache=False).last_hidden_state
-        first = torch.full((batch,), len(prefix) + k - 1, device=device)  # last memory slot
+        first = torch.full((memory.shape[0],), decoder_in.last_memory, device=device)  # last memory slot
         states, text_index, offsets = _gather_predicting_states(hidden, first, lengths)
         return lm_logits(causal_lm, states), targets[target_valid.bool()], text_index, offsets
 
