@@ -13,21 +13,9 @@ from llm2comp.losses.cached_info_nce import AutocastState, BackwardTwice, Cached
 from llm2comp.losses.info_nce import InfoNCE, SimCSE, embed, info_nce, plan_chunks
 
 from .conftest import randomize_lora
+from .training_helpers import CONTRASTIVE_TEXTS
 
-TEXTS = [
-    "The cat sat on the mat.",
-    "Bushfires forced hundreds of residents to leave their homes in the Southern Highlands.",
-    "A storm cell moved east across the Blue Mountains.",
-    "Stocks rose.",
-    "The committee will meet again next week to discuss the budget and the new road proposals.",
-    "Rain is expected tomorrow.",
-    "He plays the violin every evening after dinner with his two sisters.",
-    "Quantum computers use qubits.",
-    "The river flooded the lower town.",
-    "She finished the marathon in under four hours, a personal best.",
-    "Paris is the capital of France.",
-    "New rules for fishing boats come into force in March.",
-]
+TEXTS = CONTRASTIVE_TEXTS
 QUERIES, POSITIVES, NEGATIVES = TEXTS[0:4], TEXTS[4:8], TEXTS[8:12]
 
 

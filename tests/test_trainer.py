@@ -139,7 +139,7 @@ def test_mntp_quickstart_mirrors_the_kl_quickstart():
     mntp = load_stage_config(REPO / "configs" / "pretrain_mntp_quickstart.yaml").to_dict()
     assert {key for key in kl.keys() & mntp.keys() if kl[key] != mntp[key]} == {"output_dir", "objective",
                                                                                 "num_memory_tokens"}
-    terms = {"reconstruction_weight", "alignment_weight", "margin_weight", "margin", "alignment_temperature"}
+    terms = {"reconstruction_weight", "alignment_weight", "margin_weight", "margin", "alignment_temperature", "teacher"}
     assert kl.keys() - mntp.keys() == terms and mntp.keys() - kl.keys() == {"mask_ratio"}
     assert (mntp["objective"], mntp["num_memory_tokens"], mntp["mask_ratio"]) == ("mntp", 0, 0.2)
 

@@ -51,3 +51,20 @@ def write_pairs(path, n=24, seed=2):
                      "task": "msmarco_passage"})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
+
+
+# twelve sentences of mixed length: queries, positives and hard negatives of the contrastive loss tests
+CONTRASTIVE_TEXTS = [
+    "The cat sat on the mat.",
+    "Bushfires forced hundreds of residents to leave their homes in the Southern Highlands.",
+    "A storm cell moved east across the Blue Mountains.",
+    "Stocks rose.",
+    "The committee will meet again next week to discuss the budget and the new road proposals.",
+    "Rain is expected tomorrow.",
+    "He plays the violin every evening after dinner with his two sisters.",
+    "Quantum computers use qubits.",
+    "The river flooded the lower town.",
+    "She finished the marathon in under four hours, a personal best.",
+    "Paris is the capital of France.",
+    "New rules for fishing boats come into force in March.",
+]

@@ -157,17 +157,22 @@ class LLM2CompModule(InputModule):
 
 
 def to_sentence_transformer(model_or_path, *, prompts: dict[str, str] | None = None,
-                            device: str | torch.device | None = None, **load_kwargs) -> SentenceTransformer:
+                            device: str | torch.device | None = None, truncate_dim: int | None = None,
+                            **load_kwargs) -> SentenceTransformer:
     """A `SentenceTransformer` over an LLM2Comp model (an instance, shared not copied, or a folder/id).
 
     The model's saved prompts (`config.prompts`) are its prompts, updated by `prompts`; `encode_query`
     applies the "query" prompt as the instruction. Needs no `trust_remote_code`: the module is built
     here, not imported from a folder. `st.save(path)` writes a folder that both
     `SentenceTransformer(path, trust_remote_code=True)` and `LLM2Comp.from_pretrained(path)` load.
+    `truncate_dim` is sentence-transformers' (the first n components); a size the model was not trained
+    for (not in its config's `matryoshka_dims`, not the full size) gives a warning, as `encode` does.
     """
     model = model_or_path if isinstance(model_or_path, LLM2Comp) else LLM2Comp.from_pretrained(model_or_path,
                                                                                                  **load_kwargs)
     merged = {**model.config.prompts, **(prompts or {})}
     check_prompts(merged, "prompts")
+    if truncate_dim is not None:
+        model._check_truncate_dim(truncate_dim)  # whole number in [1, d]; warns for an untrained size
     return SentenceTransformer(modules=[LLM2CompModule(model)], prompts=merged, similarity_fn_name="cosine",
-                               device=str(device or model.device))
+                               device=str(device or model.device), truncate_dim=truncate_dim)

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InvalidSetting, LLM2CompError
-from .info_nce import DEFAULT_TEMPERATURE, InfoNCE, batch_groups, embed, info_nce, plan_chunks
+from .info_nce import DEFAULT_TEMPERATURE, InfoNCE, batch_groups, embed, plan_chunks
 
 
 class BackwardTwice(LLM2CompError, RuntimeError):
@@ -153,15 +153,17 @@ class CachedInfoNCE(InfoNCE):
         the peak stays one chunk, and one forward is saved. Each further chunk trades one chunk of
         activation memory for one forward less; 0 is textbook GradCache.
     Without grad (`torch.no_grad()`, evaluation) the loss is computed from step 1 alone.
+    matryoshka_dims: as for `InfoNCE`; the Matryoshka sum is step 2's loss on the cached embeddings.
     """
 
     def __init__(self, encoder, temperature: float = DEFAULT_TEMPERATURE, chunk_size: int = 8,
-                 gather: bool = True, keep_graphs: int = 1):
+                 gather: bool = True, keep_graphs: int = 1, matryoshka_dims=()):
         if chunk_size is None or chunk_size < 1:
             raise InvalidSetting(f"chunk_size must be >= 1, got {chunk_size}")
         if keep_graphs < 0:
             raise InvalidSetting(f"keep_graphs must be >= 0, got {keep_graphs}")
-        super().__init__(encoder, temperature=temperature, chunk_size=chunk_size, gather=gather)
+        super().__init__(encoder, temperature=temperature, chunk_size=chunk_size, gather=gather,
+                         matryoshka_dims=matryoshka_dims)
         self.keep_graphs = keep_graphs
 
     def replay(self, random_state: RandomState):
@@ -173,13 +175,13 @@ class CachedInfoNCE(InfoNCE):
         groups = batch_groups(batch)
         if not torch.is_grad_enabled():  # nothing to backpropagate: the loss of one no-grad pass
             embeddings = [embed(self.embedder, ids, self.chunk_size) for ids in groups]
-            return info_nce(*embeddings, temperature=self.temperature, gather=self.gather)
+            return self.loss_of(embeddings)
         autocast = AutocastState.capture(self.encoder.device)
         embeddings, chunks = self.embed_first_pass(groups)
         if len(embeddings) == 2:  # no hard negatives here; other processes may have some, and the
             embeddings.append(embeddings[0][:0])  # gradient of the gathered negatives must reach them
         leaves = [e.detach().requires_grad_(True) for e in embeddings]
-        loss = info_nce(*leaves, temperature=self.temperature, gather=self.gather)
+        loss = self.loss_of(leaves)  # with `matryoshka_dims`: the sum over prefixes, on the cached leaves
         with torch.autocast(autocast.device_type, enabled=False):  # a backward: never under autocast
             gradients = torch.autograd.grad(loss, leaves)  # step 2: G per group, (n_g, d)
         loss = loss.detach().requires_grad_(True)  # a leaf: its backward is the hook below

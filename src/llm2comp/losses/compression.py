@@ -23,7 +23,8 @@ L_rc: the decoder reproduces the context from the memory (losses/reconstruction.
 L_align: memory mean vs the frozen LLM's mean-pooled states of the context: cosine
 (losses/embedding_alignment.py), or with `alignment_temperature` > 0 in-batch InfoNCE (losses/info_nce.py:
 each memory mean must pick its own text's teacher embedding among the batch's, which the common
-direction of anisotropic embeddings cannot satisfy);
+direction of anisotropic embeddings cannot satisfy); with an external `teacher` (models/teachers.py)
+instead the in-batch similarity-distribution term of losses/teacher_alignment.py, which any width allows;
 L_margin: the own memory must beat another text's memory by a margin (losses/memory_margin.py).
 
 `CompressionObjective` is an nn.Module: `forward(examples)` returns the scalar loss, which the
@@ -42,6 +43,7 @@ from ..data.compression_examples import CompressionExample
 from ..models.attention import position_ids_for
 from ..models.backbone import body_of
 from ..models.layout import decoder_inputs
+from ..models.teachers import TeacherSettings
 from ..typed_settings import setting, validate
 from .embedding_alignment import embedding_alignment_loss
 from .info_nce import info_nce
@@ -49,6 +51,7 @@ from .kl_continuation import kl_continuation_loss
 from .memory_margin import memory_margin_loss
 from .nll_continuation import token_nll_loss
 from .reconstruction import reconstruction_loss
+from .teacher_alignment import TeacherAlignment, check_stage1_teacher
 
 OBJECTIVES = ("kl", "nll", "reconstruction")
 
@@ -97,9 +100,12 @@ class CompressionTerms:
     margin_weight: float = setting(0.0, minimum=0)  # + w * max(0, margin - (other memory's loss - own))
     margin: float = setting(1.0, minimum=0)
     alignment_temperature: float = setting(0.0, minimum=0)  # 0: cosine alignment; > 0: in-batch InfoNCE
+    # whose embedding the memory mean is aligned to (models/teachers.py, losses/teacher_alignment.py)
+    teacher: TeacherSettings | str = setting(factory=TeacherSettings)
 
     def __post_init__(self):
         validate(self)
+        object.__setattr__(self, "teacher", check_stage1_teacher(self))
 
 
 class CompressionObjective(nn.Module):
@@ -108,15 +114,20 @@ class CompressionObjective(nn.Module):
     decoder: None (default) reuses the encoder's weights with the adapter switched off; a separate
     frozen causal LM can be given instead (the authors' two-copy design, kept for comparison).
     terms: optional extra terms (`CompressionTerms`); the paper's recipe has none.
+    teacher: the alignment's `TeacherAlignment` (losses/teacher_alignment.py) for an external
+    `terms.teacher`; None loads the configured one (the backbone teacher needs none).
     """
 
     def __init__(self, encoder, objective: str = "kl", decoder: nn.Module | None = None,
-                 terms: CompressionTerms | None = None):
+                 terms: CompressionTerms | None = None, teacher: TeacherAlignment | None = None):
         super().__init__()
         self.encoder = encoder
         self.objective = check_objective(objective)
         self.decoder = [decoder] if decoder is not None else None  # a list: not registered as a submodule
         self.terms = terms or CompressionTerms()
+        if teacher is None and self.terms.teacher.external and self.terms.alignment_weight > 0:
+            teacher = TeacherAlignment.from_settings(self.terms.teacher)
+        self.teacher = teacher  # None: the backbone's own mean pooling, from the frozen teacher pass
 
     def _frozen(self):
         return contextlib.nullcontext(self.decoder[0]) if self.decoder else self.encoder.frozen()
@@ -132,7 +143,8 @@ class CompressionObjective(nn.Module):
         terms = self.terms
         memory = self.compress(examples)
         with self._frozen() as causal_lm:
-            teacher = self._teacher_outputs(causal_lm, examples, context_mean=terms.alignment_weight > 0)
+            teacher = self._teacher_outputs(causal_lm, examples,
+                                            context_mean=terms.alignment_weight > 0 and self.teacher is None)
             own = self._objective_loss(causal_lm, memory, examples, teacher)
             loss = own.mean()
             if terms.margin_weight > 0 and len(examples) > 1:
@@ -142,7 +154,10 @@ class CompressionObjective(nn.Module):
                 targets = [e.context for e in examples]
                 logits, flat, text_index, _ = self._student(causal_lm, memory, targets)
                 loss = loss + terms.reconstruction_weight * reconstruction_loss(logits, flat, text_index, len(examples))
-        if terms.alignment_weight > 0:
+        if terms.alignment_weight > 0 and self.teacher is not None:  # similarity distributions: any width
+            align = self.teacher(memory.mean(dim=1), self.context_texts(examples))
+            loss = loss + terms.alignment_weight * align
+        elif terms.alignment_weight > 0:
             pooled, target = memory.mean(dim=1), teacher["context_mean"]
             if terms.alignment_temperature > 0:  # text b's memory must pick text b's teacher embedding
                 align = info_nce(pooled, target.detach(), temperature=terms.alignment_temperature)
@@ -150,6 +165,10 @@ class CompressionObjective(nn.Module):
                 align = embedding_alignment_loss(pooled, target)
             loss = loss + terms.alignment_weight * align
         return loss
+
+    def context_texts(self, examples: list[CompressionExample]) -> list[str]:
+        """The contexts as text (decoded from their token ids): what an external teacher embeds."""
+        return [self.encoder.tokenizer.decode(e.context, skip_special_tokens=True) for e in examples]
 
     @torch.no_grad()
     def per_text_losses(self, examples: list[CompressionExample], roll: int = 0,

@@ -157,6 +157,8 @@ class InfoNCE(nn.Module):
     chunk_size: forward that many texts at a time *with* graph (no memory saving; it draws the
         same dropout masks as `CachedInfoNCE` with the same chunk size, which the tests use).
     gather: candidates from every process (module docstring); a no-op without a process group.
+    matryoshka_dims: prefix sizes also trained (losses/matryoshka.py: L = sum over dims and the full
+        size of InfoNCE on the first d components); empty (default): plain InfoNCE.
 
     The whole batch's graph is kept until the backward, so memory grows with the batch; see
     `CachedInfoNCE` (losses/cached_info_nce.py) for the same loss and gradients at constant memory.
@@ -167,7 +169,9 @@ class InfoNCE(nn.Module):
     """
 
     def __init__(self, encoder, temperature: float = DEFAULT_TEMPERATURE, chunk_size: int | None = None,
-                 gather: bool = True):
+                 gather: bool = True, matryoshka_dims=()):
+        from .matryoshka import check_matryoshka_dims
+
         super().__init__()
         if chunk_size is not None and chunk_size < 1:
             raise InvalidSetting(f"chunk_size must be >= 1 or None, got {chunk_size}")
@@ -176,6 +180,7 @@ class InfoNCE(nn.Module):
         self.temperature = check_temperature(temperature)
         self.chunk_size = chunk_size
         self.gather = gather
+        self.matryoshka_dims = check_matryoshka_dims(matryoshka_dims, getattr(self.encoder, "hidden_size", None))
 
     @property
     def embedder(self):
@@ -193,7 +198,17 @@ class InfoNCE(nn.Module):
         """The mean InfoNCE of this process's queries (scalar, with graph)."""
         groups = batch_groups(batch)
         embeddings = [embed(self.embedder, ids, self.chunk_size) for ids in groups]  # (n_g, d) each
-        return info_nce(*embeddings, temperature=self.temperature, gather=self.gather)
+        return self.loss_of(embeddings)
+
+    def loss_of(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        """The loss of embedded groups [queries, positives(, negatives)]: `info_nce`, or with
+        `matryoshka_dims` the Matryoshka sum over prefixes (losses/matryoshka.py)."""
+        if not self.matryoshka_dims:
+            return info_nce(*embeddings, temperature=self.temperature, gather=self.gather)
+        from .matryoshka import matryoshka_info_nce
+
+        return matryoshka_info_nce(*embeddings, dims=self.matryoshka_dims, temperature=self.temperature,
+                                   gather=self.gather)
 
 
 class SimCSE(nn.Module):

@@ -44,10 +44,14 @@ class LLM2CompConfig:
     prompts: dict[str, str] = field(default_factory=dict)  # {"query": default instruction}, set by training
     input_embeddings: bool = False  # the folder holds the trained input-embedding matrix (replaces the backbone's)
     backbone_note: str | None = None  # where the backbone weights came from, when it matters (e.g. quantised)
+    matryoshka_dims: list[int] = field(default_factory=list)  # prefix sizes trained (losses/matryoshka.py); [] none
     format_version: int = FORMAT_VERSION
 
     def save(self, folder: str | Path) -> None:
-        (Path(folder) / CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        data = asdict(self)
+        if not data["matryoshka_dims"]:  # none trained: the file stays as before the field (older readers load it)
+            del data["matryoshka_dims"]
+        (Path(folder) / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> LLM2CompConfig:
@@ -126,6 +130,9 @@ def _field_checks() -> dict:
                     "an object mapping prompt names to instruction strings"),
         "input_embeddings": (lambda v: isinstance(v, bool), "true or false"),
         "backbone_note": (optional_text, "a string or null"),
+        "matryoshka_dims": (lambda v: isinstance(v, list) and all(_is_int(d) and d >= 1 for d in v)
+                            and all(a < b for a, b in zip(v, v[1:])),
+                            "a strictly increasing list of whole numbers >= 1 (the trained prefix sizes)"),
         "format_version": (lambda v: _is_int(v) and 1 <= v, f"a whole number in [1, {FORMAT_VERSION}]"),
     }
 
@@ -142,7 +149,7 @@ def check_config_fields(data: dict, path: Path | str) -> None:
         if name in data and not holds(data[name]):
             raise ConfigError(f"{path}: field {name!r} must be {expected}, got {data[name]!r}")
     values = {**{name: spec.default for name, spec in LLM2CompConfig.__dataclass_fields__.items()
-                 if name not in ("adapters", "prompts")}, **data}
+                 if name not in ("adapters", "prompts", "matryoshka_dims")}, **data}
     for name, check in (("instruction_template", lambda: check_instruction_template(values[name])),
                         ("pooling", lambda: check_pooling(values[name], values["num_memory_tokens"]))):
         try:
@@ -150,6 +157,10 @@ def check_config_fields(data: dict, path: Path | str) -> None:
         except (InvalidSetting, InvalidType) as error:
             raise ConfigError(f"{path}: field {name!r}: {error}") from None
     check_prompts(values.get("prompts", {}), f"{path}: field 'prompts'")
+    dims, width = data.get("matryoshka_dims") or [], values["embedding_dim"]
+    if dims and _is_int(width) and dims[-1] >= width:
+        raise ConfigError(f"{path}: field 'matryoshka_dims' ({dims}) must all be smaller than 'embedding_dim' "
+                          f"({width}), the full size")
     room = values["max_length"] - values["num_memory_tokens"] - 1  # BOS, when the tokenizer has one
     if room < 1:
         raise ConfigError(f"{path}: field 'max_length' ({values['max_length']}) leaves no room for text next to "
@@ -158,6 +169,20 @@ def check_config_fields(data: dict, path: Path | str) -> None:
         raise ConfigError(f"{path}: field 'long_text_overlap' ({values['long_text_overlap']}) must be smaller "
                           f"than a window's text budget (max_length {values['max_length']} minus BOS and "
                           f"{values['num_memory_tokens']} memory tokens)")
+
+
+def is_trained_size(config: LLM2CompConfig, size: int | None, full: int) -> bool:
+    """True when embeddings cut to their first `size` components are what the model was trained for:
+    no cut (None), the full size `full` (or more), or one of `config.matryoshka_dims`."""
+    return size is None or size >= full or size in (config.matryoshka_dims or [])
+
+
+def untrained_size_message(config: LLM2CompConfig, size: int, full: int) -> str:
+    """Why cutting to `size` components is unreliable for this model (for a warning)."""
+    trained = config.matryoshka_dims or []
+    sizes = f"Matryoshka sizes {trained} and the full {full}" if trained else f"only its full size {full}"
+    return (f"this model was trained for {sizes}, not {size}: its first {size} components were never trained "
+            f"to be an embedding of their own (train with matryoshka_dims: [..., {size}, ...])")
 
 
 def is_llm2comp_folder(path) -> bool:

@@ -254,7 +254,7 @@ class LLM2Comp(nn.Module):
                convert_to_numpy: bool = True, convert_to_tensor: bool = False,
                normalize_embeddings: bool = False, instruction: str | None = None, padding_side: str = "right",
                long_texts: str | None = None, overlap: int | None = None, precision: str = "float32",
-               ranges=None, calibration_embeddings=None):
+               ranges=None, calibration_embeddings=None, truncate_dim: int | None = None):
         """Embed a str or a list of str / (instruction, text) pairs, sentence-transformers style.
 
         A top-level tuple is refused (`InvalidType`): `("doc a", "doc b")` could be two documents or one
@@ -272,13 +272,26 @@ class LLM2Comp(nn.Module):
         multivector windows are quantised one by one. int8 / uint8 need `ranges` (2, d) or
         `calibration_embeddings` (n, d, made as these are, e.g. normalised alike), never the texts of the
         call, so that a text's code does not depend on the others (`quantization.py`).
+
+        `truncate_dim` keeps the first n components (before `normalize_embeddings` and `precision`, as
+        sentence-transformers does); a size the model was not trained for (not in its config's
+        `matryoshka_dims`, not the full size) gives a warning (losses/matryoshka.py).
         """
         items, single = normalize_inputs(texts, instruction)
+        if truncate_dim is not None:
+            truncate_dim = self._check_truncate_dim(truncate_dim)
         mode = check_long_texts(long_texts or self.config.long_texts)
-        calibration = check_calibration(check_precision(precision), ranges, calibration_embeddings, self.hidden_size)
+        calibration = check_calibration(check_precision(precision), ranges, calibration_embeddings,
+                                        truncate_dim or self.hidden_size)
         embeddings = encode_items(self, items, mode=mode, overlap=self._overlap(overlap), batch_size=batch_size,
-                                  show_progress_bar=show_progress_bar, normalize=normalize_embeddings,
-                                  padding_side=padding_side)
+                                  show_progress_bar=show_progress_bar,
+                                  normalize=normalize_embeddings and truncate_dim is None, padding_side=padding_side)
+        if truncate_dim is not None:  # the first n components, then unit length when asked
+            cut = [part[..., :truncate_dim] for part in embeddings] if isinstance(embeddings, list) else \
+                [embeddings[..., :truncate_dim]]
+            if normalize_embeddings:
+                cut = [torch.nn.functional.normalize(part, dim=-1) for part in cut]
+            embeddings = cut if isinstance(embeddings, list) else cut[0]
         if single:
             embeddings = embeddings[0]
         if precision != "float32":
@@ -291,6 +304,18 @@ class LLM2Comp(nn.Module):
         if isinstance(embeddings, list):
             return [part.float().numpy() for part in embeddings]
         return embeddings.float().numpy()
+
+    def _check_truncate_dim(self, size) -> int:
+        """`truncate_dim` as a whole number in [1, hidden size]; warns for a size not trained for."""
+        from .config import is_trained_size, untrained_size_message
+
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= self.hidden_size:
+            raise InvalidSetting(f"truncate_dim must be a whole number in [1, {self.hidden_size}] (the model's "
+                                 f"dimension), got {size!r}")
+        if not is_trained_size(self.config, size, self.hidden_size):
+            warnings.warn(f"truncate_dim {size}: {untrained_size_message(self.config, size, self.hidden_size)}",
+                          UserWarning, stacklevel=3)
+        return size
 
     def encode_windows(self, texts, batch_size: int = 32, show_progress_bar: bool | None = None,
                        instruction: str | None = None, padding_side: str = "right",

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ import yaml
 
 from ..atomic import ensure_writable_dir
 from ..errors import ConfigError, OutputError, ResumeMismatch
+from ..losses.teacher_alignment import DistillationSettings
 from ..models.config import is_llm2comp_folder
 from ..models.encoder import LLM2Comp
 from ..models.saving import TRAINING_CONFIG, check_save_target
@@ -37,6 +39,7 @@ from ..training.loop import check_distributed_type, check_resumable
 from ..training.resume import check_resume
 from ..training.run_lock import holding_output_dir, is_main_process
 from ..training.sharded_state import unsharded
+from ..typed_settings import setting
 from ..yaml_files import read_yaml
 from .stage_config import StageConfig
 
@@ -250,6 +253,8 @@ def load_encoder(cfg: StageConfig, *, trust_remote_code: bool = False, **config_
 
 def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict, target: Path | None = None) -> Path:
     target = target or final_model_dir(cfg)
+    if hasattr(cfg, "matryoshka_dims"):  # the contrastive stages: the prefix sizes this run trained (or none)
+        model.config.matryoshka_dims = list(cfg.matryoshka_dims)
     accelerator.wait_for_everyone()
     with unsharded(model):  # every process (FSDP: the trainable shards gathered); then rank 0 writes
         if accelerator.is_main_process:  # the config goes in before the folder appears: never a folder without it
@@ -259,6 +264,27 @@ def save_final(model: LLM2Comp, cfg: StageConfig, accelerator, data_stats: dict,
     return target
 
 
+@dataclass
+class ContrastiveConfig(StageConfig):
+    """What both contrastive stages read besides the common settings: InfoNCE's temperature, GradCache,
+    the Matryoshka sizes (losses/matryoshka.py) and a teacher (losses/teacher_alignment.py)."""
+
+    temperature: float = setting(0.05, above=0)
+    cache_chunk_size: int = setting(0, minimum=0)  # > 0: GradCache-cached loss, this chunk size
+    matryoshka_dims: list[int] = setting(factory=list, minimum=1)  # also train these prefix sizes
+    distillation: DistillationSettings = setting(factory=DistillationSettings, flat=True)  # teacher, teacher_weight
+
+    def __post_init__(self):
+        super().__post_init__()
+        from ..errors import ConfigError, InvalidSetting
+        from ..losses.matryoshka import check_matryoshka_dims
+
+        try:
+            check_matryoshka_dims(self.matryoshka_dims)
+        except InvalidSetting as error:
+            raise ConfigError(str(error)) from None
+
+
 def contrastive_loss(cfg: StageConfig, model):
     """The stage-2/3 objective module: InfoNCE over the global batch, GradCache-cached when
     `cache_chunk_size` > 0. Built once per run; the loop calls it on every micro-batch and
@@ -266,6 +292,8 @@ def contrastive_loss(cfg: StageConfig, model):
     from ..losses.cached_info_nce import CachedInfoNCE
     from ..losses.info_nce import InfoNCE
 
+    dims = getattr(cfg, "matryoshka_dims", [])  # checked against the model's hidden size by the loss
     if cfg.cache_chunk_size > 0:
-        return CachedInfoNCE(model, temperature=cfg.temperature, chunk_size=cfg.cache_chunk_size)
-    return InfoNCE(model, temperature=cfg.temperature)
+        return CachedInfoNCE(model, temperature=cfg.temperature, chunk_size=cfg.cache_chunk_size,
+                             matryoshka_dims=dims)
+    return InfoNCE(model, temperature=cfg.temperature, matryoshka_dims=dims)

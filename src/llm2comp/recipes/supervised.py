@@ -18,9 +18,11 @@ from pathlib import Path
 from ..data.batching import ContrastiveBatchSampler, pair_keys
 from ..data.pairs import PairSet, check_pair_source, read_e5_mix, read_pairs
 from ..errors import InvalidSetting
+from ..losses.teacher_alignment import with_teacher
 from ..training.loop import train_loop
 from ..typed_settings import setting
 from .common import (
+    ContrastiveConfig,
     contrastive_loss,
     final_model_dir,
     load_encoder,
@@ -29,13 +31,10 @@ from .common import (
     save_final,
     stage_output,
 )
-from .stage_config import StageConfig
 
 
 @dataclass
-class SupervisedConfig(StageConfig):
-    temperature: float = setting(0.05, above=0)
-    cache_chunk_size: int = setting(0, minimum=0)  # > 0: GradCache-cached loss, this chunk size
+class SupervisedConfig(ContrastiveConfig):
     query_max_length: int = setting(512, minimum=1)
     document_max_length: int = setting(1024, minimum=1)
 
@@ -109,6 +108,9 @@ def run_supervised(cfg: SupervisedConfig, *, resume: bool = True, callbacks=(), 
             return sum(len(ids) for group in batch for ids in group)
 
         objective = contrastive_loss(cfg, model)  # built once; the loop prepares its encoder
+        text_of = ({tuple(ids): row.query for ids, row in zip(queries, rows)}  # a teacher embeds the bare query
+                   if cfg.distillation.teacher_weight else None)
+        objective = with_teacher(objective, cfg, lambda batch: batch[0], text_of)  # + teacher_weight * L_teacher
         train_loop(objective, SamplerStream(sampler, collate), cfg.loop, accelerator=accelerator,
                    output_dir=cfg.output_dir, config=cfg.to_dict(), resume=resume, count_tokens=count_tokens,
                    callbacks=callbacks)

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.sentences import load_sentences
+from ..losses.teacher_alignment import with_teacher
 from ..models.backbone import attention_dropout_override
 from ..training.batches import BatchStream
 from ..training.loop import train_loop
 from ..typed_settings import setting
 from .common import (
+    ContrastiveConfig,
     contrastive_loss,
     final_model_dir,
     load_encoder,
@@ -28,14 +30,11 @@ from .common import (
     save_final,
     stage_output,
 )
-from .stage_config import StageConfig
 
 
 @dataclass
-class UnsupervisedConfig(StageConfig):
-    temperature: float = setting(0.05, above=0)
+class UnsupervisedConfig(ContrastiveConfig):
     attention_dropout: float = setting(0.0, minimum=0, below=1)  # SimCSE's views (paper: 0.2)
-    cache_chunk_size: int = setting(0, minimum=0)  # > 0: GradCache-cached loss, this chunk size
     max_tokens: int = setting(512, minimum=1)  # longer sentences dropped
 
 
@@ -54,12 +53,15 @@ def run_unsupervised(cfg: UnsupervisedConfig, *, resume: bool = True, callbacks=
         model = load_encoder(cfg, trust_remote_code=trust_remote_code, **dropout)
         ids, truncated = model.tokenize(corpus.texts)
         model.warn_truncated(truncated)
+        text_of = ({tuple(row): text for row, text in zip(ids, corpus.texts)}  # what a teacher embeds
+                   if cfg.distillation.teacher_weight else None)
         ids = [row for row in ids if len(row) <= cfg.max_tokens]  # long sentences cost the most on small hardware
         corpus.stats["kept_max_tokens"] = len(ids)
         stream = BatchStream(ids, cfg.batch_size, seed=cfg.seed, rank=accelerator.process_index,
                              world_size=accelerator.num_processes)
 
         objective = SimCSE(contrastive_loss(cfg, model))  # built once; the loop prepares its encoder
+        objective = with_teacher(objective, cfg, lambda batch: batch, text_of)  # + teacher_weight * L_teacher
         train_loop(objective, stream, cfg.loop, accelerator=accelerator, output_dir=cfg.output_dir,
                    config=cfg.to_dict(), resume=resume, count_tokens=lambda batch: 2 * sum(map(len, batch)),
                    callbacks=callbacks)

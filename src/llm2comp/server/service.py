@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
 import os
 import queue
 import threading
@@ -35,6 +36,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import InvalidSetting
+from ..models.config import is_trained_size, untrained_size_message
 from ..models.layout import EncoderRows, apply_instructions, model_text_budget, row_overhead, rows_of_ids
 from ..models.quantization import quantize
 from .batching import DynamicBatcher, QueueFull, ShuttingDown, forward_pass
@@ -46,6 +48,7 @@ from .settings import ServerSettings
 OVERLOADED = dict(type="server_error", code="server_overloaded")
 MARGIN_TOKENS = 16  # tokens past the last one kept where a character cut may fall
 MIN_CHARS_PER_TOKEN = 8
+log = logging.getLogger("llm2comp.server")
 
 
 def longest_token_chars(tokenizer) -> int:
@@ -128,6 +131,7 @@ class EmbeddingService:
         self.chars_per_token = max(MIN_CHARS_PER_TOKEN, 2 * longest_token_chars(model.tokenizer))
         self.tokenizers = TokenizerPool.of(model.tokenizer, min(4, os.cpu_count() or 1))
         self.dimension = model.hidden_size
+        self.warned_sizes: set[int] = set()  # `dimensions` the model was not trained for, warned about once each
         self.batcher = DynamicBatcher(lambda rows: forward_pass(model, rows), row_overhead=row_overhead(model),
                                       max_batch_tokens=settings.max_batch_tokens,
                                       max_queue_inputs=settings.max_queue_inputs,
@@ -149,6 +153,7 @@ class EmbeddingService:
         if request.dimensions is not None and request.dimensions > self.dimension:
             raise APIError(400, f"dimensions {request.dimensions} exceeds the model's {self.dimension}",
                            param="dimensions", code="invalid_value")
+        self._warn_untrained_size(request.dimensions)
         mode = request.long_texts or self.long_texts
         overlap = self._overlap(request, mode)
         rows = await self._token_rows(request, inputs, mode, overlap)
@@ -161,6 +166,15 @@ class EmbeddingService:
         self.metrics.inc("prompt_tokens_total", tokens)
         return {"object": "list", "data": self._shape(vectors, request), "model": self.name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    def _warn_untrained_size(self, size: int | None) -> None:
+        """Log a warning, once per size, when `dimensions` cuts to a size the model was not trained for
+        (not in its config's `matryoshka_dims`, not the full size)."""
+        config = self.model.config
+        if size in self.warned_sizes or is_trained_size(config, size, self.dimension):
+            return
+        self.warned_sizes.add(size)
+        log.warning("dimensions %d: %s", size, untrained_size_message(config, size, self.dimension))
 
     def text_token_limit(self, mode: str, overlap: int) -> int:
         """The most tokens a text may bring in `mode` (module docstring: L)."""
