@@ -31,6 +31,31 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Make loading a model fail loudly: what is checked before the work must never get there."""
+    import llm2comp.cli.encode_cmd  # noqa: F401
+    import llm2comp.evaluation.runner as runner
+    import llm2comp.models.loading as loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(runner, "load_model", refuse)
+    monkeypatch.setattr(loading, "load_for_use", refuse)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread is ~10x faster than two fighting over a shared, busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
     """Folder holding the real SmolLM2 tokenizer files (converted once into the user cache)."""

@@ -33,18 +33,6 @@ def pairs_suite(tmp_path):
     return tmp_path / "suite.yaml"
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    import llm2comp.evaluation.runner as runner
-    import llm2comp.models.loading as loading
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(runner, "load_model", refuse)
-    monkeypatch.setattr(loading, "load_for_use", refuse)
-
-
 def test_tfidf_is_deterministic_of_the_configured_dimension_and_unit_length():
     first = TfidfSvdBaseline(dim=12, corpus=CORPUS).encode(TEXTS)
     again = TfidfSvdBaseline(dim=12, corpus=CORPUS).encode(TEXTS)  # a fresh fit

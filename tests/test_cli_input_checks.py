@@ -33,20 +33,6 @@ def sts_suite(tmp_path):
     return tmp_path / "suite.yaml"
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Make loading a model fail loudly: what is checked before the work must never get there."""
-    import llm2comp.cli.encode_cmd  # noqa: F401
-    import llm2comp.evaluation.runner as runner
-    import llm2comp.models.loading as loading
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(runner, "load_model", refuse)
-    monkeypatch.setattr(loading, "load_for_use", refuse)
-
-
 def encode(folder, tmp_path, *extra, output="e.npy"):
     return main(["encode", "--model", str(folder), "--output", str(tmp_path / output), *extra])
 

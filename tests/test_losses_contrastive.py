@@ -13,31 +13,16 @@ from llm2comp.losses.cached_info_nce import AutocastState, BackwardTwice, Cached
 from llm2comp.losses.info_nce import InfoNCE, SimCSE, embed, info_nce, plan_chunks
 
 from .conftest import randomize_lora
-from .training_helpers import CONTRASTIVE_TEXTS
+from .training_helpers import CONTRASTIVE_TEXTS, reference_info_nce
 
 TEXTS = CONTRASTIVE_TEXTS
+pytestmark = pytest.mark.usefixtures("one_thread")
 QUERIES, POSITIVES, NEGATIVES = TEXTS[0:4], TEXTS[4:8], TEXTS[8:12]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is ~10x faster than two fighting over a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ---------------------------------------------------------------------------- tensor level
-def reference_info_nce(q, p, h, temperature):
-    """Explicit loops: -log softmax of cos(q_i, c)/tau at q_i's positive, averaged over queries."""
-    candidates = list(p) + (list(h) if h is not None else [])
-    total = 0.0
-    for i, query in enumerate(q):
-        logits = [torch.dot(query, c) / (query.norm() * c.norm()) / temperature for c in candidates]
-        log_normaliser = torch.logsumexp(torch.stack(logits), dim=0)
-        total = total + (log_normaliser - logits[i])
-    return total / len(q)
+
 
 
 @pytest.mark.parametrize("with_negatives", [True, False])

@@ -20,30 +20,17 @@ from llm2comp.models.config import CONFIG_NAME, LLM2CompConfig
 from llm2comp.recipes.stage_config import stage_config_from
 
 from .conftest import randomize_lora
-from .training_helpers import CONTRASTIVE_TEXTS, write_sentences
+from .training_helpers import CONTRASTIVE_TEXTS, reference_info_nce, write_sentences
 
 TEXTS = CONTRASTIVE_TEXTS
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DIMS = [8, 32]  # the tiny backbone's hidden size is 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ---------------------------------------------------------------------------- the maths
-def explicit_info_nce(q, p, h, temperature):
-    """-log softmax of cos(q_i, c) / tau at q_i's own positive, by loops, averaged over queries."""
-    candidates = list(p) + list(h)
-    total = 0.0
-    for i, query in enumerate(q):
-        logits = torch.stack([torch.dot(query, c) / (query.norm() * c.norm()) / temperature for c in candidates])
-        total = total + torch.logsumexp(logits, dim=0) - logits[i]
-    return total / len(q)
+
 
 
 def test_loss_is_the_sum_of_infonce_over_every_prefix_and_the_full_size():
@@ -52,7 +39,7 @@ def test_loss_is_the_sum_of_infonce_over_every_prefix_and_the_full_size():
     leaves = [t.clone().requires_grad_(True) for t in (q, p, h)]
     loss = matryoshka_info_nce(*leaves, dims=[3, 8], temperature=0.1)
     by_hand = [t.clone().requires_grad_(True) for t in (q, p, h)]
-    reference = sum(explicit_info_nce(*(t[:, :d] for t in by_hand), 0.1) for d in (3, 8, 16))
+    reference = sum(reference_info_nce(*(t[:, :d] for t in by_hand), 0.1) for d in (3, 8, 16))
     torch.testing.assert_close(loss, reference, rtol=1e-12, atol=1e-12)
     loss.backward()
     reference.backward()

@@ -12,13 +12,12 @@ from llm2comp.data.compression_examples import make_example
 from llm2comp.losses.compression import CompressionObjective, CompressionTerms
 from llm2comp.losses.embedding_alignment import embedding_alignment_loss
 from llm2comp.losses.memory_margin import memory_margin_loss
-from llm2comp.models.backbone import body_of
-from llm2comp.models.pooling import masked_mean
 from llm2comp.training.loop import LoopSettings, parameter_groups
 from llm2comp.training.memory_probe import memory_gap
 
 from .conftest import save_tiny_model, tiny_config
 from .test_compression import IDS  # the `encoder` fixture lives in conftest.py
+from .training_helpers import memory_and_backbone_targets
 
 
 def test_alignment_and_margin_cores_match_their_formulas():
@@ -64,19 +63,13 @@ def test_mixed_terms_add_their_weighted_losses(encoder):
 
     # alignment target: the frozen causal LLM's mean over [BOS] context, i.e. the backbone's mean pooling
     aligned = CompressionObjective(encoder, "kl", terms=CompressionTerms(alignment_weight=1.0))(examples)
-    with torch.no_grad():
-        memory = encoder.memory_states(encoder.collate([e.context for e in examples])).mean(1)
-        with encoder.frozen() as lm:
-            targets = []
-            for e in examples:
-                hidden = body_of(lm)(input_ids=torch.tensor([[1] + e.context])).last_hidden_state
-                targets.append(masked_mean(hidden, torch.ones(hidden.shape[:2]))[0])
-    expected = base + embedding_alignment_loss(memory, torch.stack(targets))
+    memory, targets = memory_and_backbone_targets(encoder, examples)
+    expected = base + embedding_alignment_loss(memory, targets)
     torch.testing.assert_close(aligned, expected, atol=1e-5, rtol=1e-5)
     # contrastive alignment: each memory mean must pick its own text's teacher embedding in the batch
     nce = CompressionObjective(encoder, "kl", terms=CompressionTerms(alignment_weight=1.0,
                                                                      alignment_temperature=0.1))(examples)
-    logits = F.normalize(memory, dim=-1) @ F.normalize(torch.stack(targets), dim=-1).T / 0.1
+    logits = F.normalize(memory, dim=-1) @ F.normalize(targets, dim=-1).T / 0.1
     expected = base + F.cross_entropy(logits, torch.arange(len(examples)))
     torch.testing.assert_close(nce, expected, atol=1e-5, rtol=1e-5)
 

@@ -19,13 +19,17 @@ from llm2comp.losses.teacher_alignment import (
     check_distillation,
     similarity_distribution_loss,
 )
-from llm2comp.models.backbone import body_of
-from llm2comp.models.pooling import masked_mean
 from llm2comp.models.teachers import CachedTeacher, TeacherSettings, TeacherTextMissing, VectorsTeacher
 from llm2comp.recipes.stage_config import stage_config
 
 from .test_compression import IDS  # the `encoder` fixture lives in conftest.py
-from .training_helpers import tiny_stage_config, write_corpus, write_pairs, write_sentences
+from .training_helpers import (
+    memory_and_backbone_targets,
+    tiny_stage_config,
+    write_corpus,
+    write_pairs,
+    write_sentences,
+)
 
 
 class CountingTeacher:
@@ -47,14 +51,7 @@ class CountingTeacher:
 def test_the_backbone_teacher_is_todays_alignment_term(encoder):
     examples = [make_example(ids, "kl", seed=3, index=i) for i, ids in enumerate(IDS)]
     base = CompressionObjective(encoder, "kl")(examples)
-    with torch.no_grad():
-        memory = encoder.memory_states(encoder.collate([e.context for e in examples])).mean(1)
-        with encoder.frozen() as lm:
-            targets = []
-            for e in examples:
-                hidden = body_of(lm)(input_ids=torch.tensor([[1] + e.context])).last_hidden_state
-                targets.append(masked_mean(hidden, torch.ones(hidden.shape[:2]))[0])
-    targets = torch.stack(targets)
+    memory, targets = memory_and_backbone_targets(encoder, examples)
     for teacher in ("backbone", {"type": "backbone"}, TeacherSettings()):
         terms = CompressionTerms(alignment_weight=1.0, teacher=teacher)
         assert terms.teacher == TeacherSettings()

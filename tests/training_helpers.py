@@ -68,3 +68,34 @@ CONTRASTIVE_TEXTS = [
     "Paris is the capital of France.",
     "New rules for fishing boats come into force in March.",
 ]
+
+
+def reference_info_nce(q, p, h, temperature):
+    """Explicit loops: -log softmax of cos(q_i, c)/tau at q_i's positive, averaged over queries."""
+    import torch
+
+    candidates = list(p) + (list(h) if h is not None else [])
+    total = 0.0
+    for i, query in enumerate(q):
+        logits = [torch.dot(query, c) / (query.norm() * c.norm()) / temperature for c in candidates]
+        log_normaliser = torch.logsumexp(torch.stack(logits), dim=0)
+        total = total + (log_normaliser - logits[i])
+    return total / len(q)
+
+
+def memory_and_backbone_targets(encoder, examples):
+    """(B, d) memory means of the examples' contexts and (B, d) the frozen backbone's mean over [BOS]
+    context (the stage-1 alignment target), computed by hand, one text at a time."""
+    import torch
+
+    from llm2comp.models.backbone import body_of
+    from llm2comp.models.pooling import masked_mean
+
+    with torch.no_grad():
+        memory = encoder.memory_states(encoder.collate([e.context for e in examples])).mean(1)
+        with encoder.frozen() as lm:
+            targets = []
+            for e in examples:
+                hidden = body_of(lm)(input_ids=torch.tensor([[1] + e.context])).last_hidden_state
+                targets.append(masked_mean(hidden, torch.ones(hidden.shape[:2]))[0])
+    return memory, torch.stack(targets)

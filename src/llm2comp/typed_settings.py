@@ -28,6 +28,7 @@ runtime option (a progress bar, a callback), never read from or written to a fil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -254,8 +255,10 @@ def flat_keys(cls) -> list[str]:
     return keys
 
 
+@functools.cache
 def flat_specs(cls) -> dict[str, tuple[dataclasses.Field, object]]:
-    """key -> (field, default value) for every key of `flat_keys(cls)`, defaults as `cls()` gives them."""
+    """key -> (field, default value) for every key of `flat_keys(cls)`, defaults as `cls()` gives them
+    (built once per class; callers must not modify it)."""
     return _flat_specs(cls, cls())
 
 
