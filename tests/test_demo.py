@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp
     argv = ["demo", "--config", str(tmp_path / "demo.yaml"), "--eval-items", "12"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| backbone (mean) | TF-IDF+SVD (256) | after pretrain | after unsupervised |" in out
+    assert "| backbone (mean) | TF-IDF+SVD (256) | WordLlama (l2_supercat_256) | after pretrain | after unsupervised |" in out
     assert "| **average**" in out
     assert "query: " in out
     trained = json.loads((tmp_path / "run" / "eval" / "trained" / "results.json").read_text())
@@ -41,7 +41,7 @@ def test_demo_runs_end_to_end_and_reuses_everything_on_rerun(tiny_llama_dir, tmp
     assert "(same model, suite and settings)" in again and "evaluating again" not in again
     assert main([*argv[:-1], "8"]) == 0  # other settings: evaluated again, training still reused
     third = capsys.readouterr().out
-    assert third.count("differ in: settings (max_items)") == 4 and "train:" not in third  # 3 + the tfidf baseline
+    assert third.count("differ in: settings (max_items)") == 5 and "train:" not in third  # 3 + the two baselines
     assert json.loads((tmp_path / "run" / "eval" / "trained" / "results.json").read_text())["settings"]["max_items"] == 8
 
 

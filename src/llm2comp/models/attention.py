@@ -109,8 +109,9 @@ def attention_allowed(valid: torch.Tensor, mode: AttentionMode, window: int | No
         positions = position_ids_for(valid)  # (B, T)
         distance = (positions[:, :, None] - positions[:, None, :]).abs()  # (B, T, T)
         allowed = allowed & (distance < window)[:, None]
-    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
-    return allowed | eye
+    index = torch.arange(length, device=valid.device)
+    diagonal = index[:, None] == index[None, :]  # an identity built from arange: exports to ONNX (EyeLike has no bool kernel)
+    return allowed | diagonal
 
 
 def attention_mask_4d(valid: torch.Tensor, mode: AttentionMode, dtype: torch.dtype,

