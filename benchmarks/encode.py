@@ -14,6 +14,9 @@ the machine's load. Reported are medians.
 - ours: `LLM2Comp.from_pretrained("smollm2-135m")` (k=8 memory tokens, untrained, bidirectional).
 - st:   sentence-transformers `Transformer(<cached SmolLM2 folder>)` + mean `Pooling`, plain text
         (no chat template, no prompt).
+- onnx / onnx-int8 (`--backends`): the untrained model of `ours`, saved and exported once per run
+        (`llm2comp export`, fp32 and int8), encoded through `LLM2Comp.from_pretrained(folder,
+        backend=...)` under ONNX Runtime; reported with their cosine to `ours` text by text.
 - ceiling: fp32 2048x2048 torch matmul GFLOP/s with the same thread count.
 
 Achieved GFLOP/s = 2 x non-embedding parameters x tokens / s. For ours, "text" tokens are BOS+text
@@ -120,7 +123,9 @@ def _timed_encode(model, texts: list[str], batch_size: int, count_at):
     return seconds, tally, embeddings
 
 
-def worker_ours(texts: list[str], batch_size: int) -> dict:
+def worker_ours(texts: list[str], batch_size: int, out_dir: Path) -> dict:
+    import numpy as np
+
     from llm2comp import LLM2Comp
     from llm2comp.models.backbone import body_of
 
@@ -130,10 +135,53 @@ def worker_ours(texts: list[str], batch_size: int) -> dict:
     k = model.num_memory_tokens
     text_tokens = sum(len(row) + len(model.prefix_ids()) for row in ids)
     seconds, tally, embeddings = _timed_encode(model, texts, batch_size, count_at=body)
+    np.save(out_dir / "ours.npy", embeddings)
     return dict(seconds=seconds, texts=len(texts), text_tokens=text_tokens,
                 processed_tokens=text_tokens + k * len(texts), padded_tokens=tally["padded"],
                 batches=tally["batches"], params=_non_embedding_params(body), dim=int(embeddings.shape[1]),
                 k=k)
+
+
+def worker_prepare(out_dir: Path) -> dict:
+    """Save the untrained model `ours` encodes with and export it (fp32 and int8), outside the timings."""
+    from llm2comp import LLM2Comp
+    from llm2comp.backends.onnx_export import export_onnx
+
+    LLM2Comp.from_pretrained("smollm2-135m").save(out_dir / "model")
+    start = time.perf_counter()
+    sizes = {}
+    for quantize in ("none", "int8"):
+        sizes[quantize] = export_onnx(out_dir / "model", quantize=quantize).stat().st_size / 2**20
+    return dict(export_s=time.perf_counter() - start, onnx_mb=sizes["none"], onnx_int8_mb=sizes["int8"])
+
+
+def worker_backend(kind: str, texts: list[str], batch_size: int, out_dir: Path) -> dict:
+    import numpy as np
+
+    from llm2comp import LLM2Comp
+
+    model = LLM2Comp.from_pretrained(out_dir / "model", backend=kind)
+    ids, _ = model.tokenize(texts)
+    text_tokens = sum(len(row) + len(model.prefix_ids()) for row in ids)
+    tally = {"padded": 0, "batches": 0}
+    collate = model.collate
+
+    def counting_collate(rows, **kwargs):  # the backend's forward is a graph: count the batches it is given
+        batch = collate(rows, **kwargs)
+        tally["padded"] += batch.input_ids.numel()
+        tally["batches"] += 1
+        return batch
+
+    model.encode(texts[:4], batch_size=batch_size, show_progress_bar=False)
+    model.collate = counting_collate
+    start = time.perf_counter()
+    embeddings = model.encode(texts, batch_size=batch_size, show_progress_bar=False)
+    seconds = time.perf_counter() - start
+    np.save(out_dir / f"{kind}.npy", embeddings)
+    k = model.num_memory_tokens
+    return dict(seconds=seconds, texts=len(texts), text_tokens=text_tokens,
+                processed_tokens=text_tokens + k * len(texts), padded_tokens=tally["padded"],
+                batches=tally["batches"], params=0, dim=int(embeddings.shape[1]), k=k)
 
 
 def worker_st(texts: list[str], batch_size: int) -> dict:
@@ -168,11 +216,19 @@ def run_worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    out_dir = Path(args.texts_file).parent if args.texts_file else None
     if args.worker == "matmul":
         result = worker_matmul()
+    elif args.worker == "prepare":
+        result = worker_prepare(out_dir)
     else:
         texts = json.loads(Path(args.texts_file).read_text())
-        result = (worker_ours if args.worker == "ours" else worker_st)(texts, args.batch_size)
+        if args.worker == "ours":
+            result = worker_ours(texts, args.batch_size, out_dir)
+        elif args.worker == "st":
+            result = worker_st(texts, args.batch_size)
+        else:
+            result = worker_backend(args.worker, texts, args.batch_size, out_dir)
     result["peak_rss_mb"] = harness.peak_rss_mb()
     result["threads"] = torch.get_num_threads()
     harness.emit(result)
@@ -212,6 +268,31 @@ def summarise(runs: list[dict], ceiling: float) -> dict:
         peak_rss_mb=median(r["peak_rss_mb"] for r in runs),
         params=first["params"],
     )
+
+
+def cosine_stats(reference: Path, other: Path) -> dict:
+    import numpy as np
+
+    a, b = np.load(reference), np.load(other)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return dict(median=float(np.median(cos)), min=float(cos.min()))
+
+
+def backend_table(summary: dict, runs: dict, backends: list[str], agreement: dict, export: dict) -> str:
+    """One row per backend: speed against ST fp32 in this run, agreement with ours (torch fp32), memory."""
+    median = harness.median
+    cells = []
+    for kind in ["ours", *backends]:
+        paired = median(st_run["seconds"] / run["seconds"] for run, st_run in zip(runs[kind], runs["st"]))
+        cos = agreement.get(kind, {"median": 1.0, "min": 1.0})
+        cells.append([kind if kind != "ours" else "torch fp32 (ours)", f"{summary[kind]['texts_per_s']:.2f}",
+                      harness.format_ratio(harness.ratio(summary[kind]["texts_per_s"], summary["st"]["texts_per_s"])),
+                      f"{paired:.2f}x", f"{cos['median']:.4f}", f"{cos['min']:.4f}",
+                      f"{summary[kind]['peak_rss_mb']:,.0f}"])
+    table = harness.markdown_table(["backend", "texts/s", "vs ST fp32", "vs ST, paired", "cosine to torch (median)",
+                                    "cosine (min)", "peak RSS (MB)"], cells, align="lrrrrrr")
+    return ("\n" + table + f"\nexport (untrained model, fp32 + int8): {export['export_s']:.0f} s; files "
+            f"{export['onnx_mb']:.0f} MB (fp32) / {export['onnx_int8_mb']:.0f} MB (int8)")
 
 
 def markdown(ours: dict, st: dict, ceiling: float, ceiling_all: list[float], args, k: int) -> str:
@@ -264,7 +345,10 @@ def main(argv=None) -> None:
                         help="also time LLM2Comp.encode imported from DIR (the src/ folder of another "
                              "checkout, e.g. a git worktree of an older commit) as variant 'base'")
     parser.add_argument("--json", help="also write the raw results here")
-    parser.add_argument("--worker", choices=["ours", "st", "matmul"], help=argparse.SUPPRESS)
+    parser.add_argument("--backends", default="onnx,onnx-int8",
+                        help="comma-separated ONNX backends timed beside ours and ST, or none")
+    parser.add_argument("--worker", choices=["ours", "st", "matmul", "prepare", "onnx", "onnx-int8"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--texts-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -275,6 +359,8 @@ def main(argv=None) -> None:
 
     texts = load_texts(args.texts, args.seed)
     variants = [args.only] if args.only else ["ours", "st"]
+    backends = [] if args.only or args.backends == "none" else args.backends.split(",")
+    variants += backends
     if args.compare_src:
         args.compare_src = str(Path(args.compare_src).resolve())
         variants.append("base")
@@ -291,6 +377,7 @@ def main(argv=None) -> None:
         Path(texts_file).write_text(json.dumps(texts))
         print(f"{len(texts)} texts, batch {args.batch_size}, {args.threads} threads, {args.repeats} repeat(s)",
               file=sys.stderr)
+        export = spawn("prepare", texts_file, args) if backends else None
         for repeat in range(args.repeats):
             order = variants if repeat % 2 == 0 else variants[::-1]
             for kind in order:
@@ -306,6 +393,8 @@ def main(argv=None) -> None:
                       f"peak RSS {result['peak_rss_mb']:.0f} MB, load {load_before:.1f} -> "
                       f"{result['load_after']:.1f}", file=sys.stderr)
         ceilings.append(spawn("matmul", texts_file, args)["gflops"])
+        agreement = {kind: cosine_stats(Path(tmp) / "ours.npy", Path(tmp) / f"{kind}.npy") for kind in backends
+                     if "ours" in runs}
     ceiling = harness.median(ceilings, what="matmul ceilings")
     summary = {v: summarise(runs[v], ceiling) for v in variants}
     if "ours" in runs and "st" in runs:  # paired: each repeat's two runs are neighbours in time
@@ -319,6 +408,8 @@ def main(argv=None) -> None:
     print(markdown(summary["ours"], summary["st"], ceiling, ceilings, args, runs["ours"][0]["k"]))
     print(f"- ours / ST texts/s, median of the per-repeat ratios (runs adjacent in time): "
           f"{summary['paired_texts_per_s_ratio']:.2f}x")
+    if backends:
+        print(backend_table(summary, runs, backends, agreement, export))
     if "base" in summary:
         base, ours = summary["base"], summary["ours"]
         print(f"\n- base ({args.compare_src}): {base['texts_per_s']:.2f} texts/s, "

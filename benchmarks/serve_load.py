@@ -6,7 +6,8 @@
 
 Texts: benchmarks/encode.py's fixed-seed mix of real reviews, plot summaries and news paragraphs.
 
-- offline: `LLM2Comp.encode(texts, batch_size=32, normalize_embeddings=True)` in a fresh process,
+- offline: `LLM2Comp.encode(texts, batch_size=32, normalize_embeddings=True)` in a fresh process
+  (`--backend`: the same backend as the server),
   after a 4-text warm-up. Runs alternate (offline, the server runs, offline, ...) and each server
   run is compared with the mean of the offline runs just before and after it, so that a shared,
   busy machine moves both sides of a ratio together.
@@ -52,7 +53,7 @@ def worker_offline(args) -> None:
 
     torch.set_num_threads(args.threads)
     texts = json.loads(Path(args.texts_file).read_text())
-    model = LLM2Comp.from_pretrained(args.model)
+    model = LLM2Comp.from_pretrained(args.model, backend=args.backend)
     model.encode(texts[:4], batch_size=32, show_progress_bar=False)
     start = time.perf_counter()
     embeddings = model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
@@ -63,7 +64,7 @@ def worker_offline(args) -> None:
 
 def run_offline(args, texts_file: str, out: str) -> dict:
     command = [sys.executable, __file__, "--worker", "offline", "--texts-file", texts_file, "--out", out,
-               "--model", args.model, "--threads", str(args.threads)]
+               "--model", args.model, "--threads", str(args.threads), "--backend", args.backend]
     return harness.run_child(command, "offline encode", env=_env(args))
 
 
@@ -82,7 +83,8 @@ def _get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
 
 def start_server(args, port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "llm2comp", "serve", "--model", args.model, "--served-model-name", MODEL_NAME,
-               "--port", str(port), "--max-batch-tokens", str(args.max_batch_tokens), "--log-level", "warning"]
+               "--port", str(port), "--max-batch-tokens", str(args.max_batch_tokens), "--log-level", "warning",
+               "--backend", args.backend]
     process = subprocess.Popen(command, env=_env(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -208,6 +210,8 @@ def markdown(rows: list[dict], offline: list[dict], n_texts: int) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--backend", default="torch", help="torch, or onnx / onnx-int8: the --model folder's ONNX "
+                        "export (llm2comp export), for the server and the offline runs alike")
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--clients", default="200", help="comma-separated client counts, one server run each")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of: offline, then one server run per count")

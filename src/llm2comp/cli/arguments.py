@@ -57,3 +57,11 @@ def device_name(text: str) -> str:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"{text!r}: MPS (Apple GPU) is not available here; use cpu")
     return text
+
+
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    from ..backends import BACKENDS
+
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="what runs the model: torch (default), or the folder's ONNX export made by "
+                        "`llm2comp export` (onnx: fp32; onnx-int8: int8 weights; CPU, ONNX Runtime)")

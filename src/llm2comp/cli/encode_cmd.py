@@ -19,7 +19,7 @@ from ..atomic import atomic_write_bytes, ensure_writable_file
 from ..errors import InvalidSetting
 from ..models.default_model import DEFAULT_MODEL_NAME
 from ..models.quantization import PRECISIONS, code_dtype
-from .arguments import add_trust_remote_code, device_name, non_blank_text, positive_int
+from .arguments import add_backend, add_trust_remote_code, device_name, non_blank_text, positive_int
 from .long_text_options import add_long_text_arguments, check_overlap_applies
 
 
@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
+    add_backend(parser)
     parser.set_defaults(run=run)
 
 
@@ -80,7 +81,7 @@ def run(args) -> int:
                              "per line")
     texts = read_texts(args.input, field=args.field or "text")
     model = load_for_use(args.model, args.pooling, dtype=args.dtype, device=args.device,
-                         trust_remote_code=args.trust_remote_code)
+                         trust_remote_code=args.trust_remote_code, backend=args.backend)
     model.set_long_texts(args.long_texts, args.overlap)
     check_overlap_applies(args.overlap, model.config.long_texts, saved=True)
     _check_calibration_width(calibration, args.calibration, model.hidden_size)

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ..models.default_model import DEFAULT_MODEL_NAME
-from .arguments import add_trust_remote_code, device_name, non_blank_text, non_negative_int, positive_int
+from .arguments import (
+    add_backend,
+    add_trust_remote_code,
+    device_name,
+    non_blank_text,
+    non_negative_int,
+    positive_int,
+)
 from .long_text_options import add_long_text_arguments, check_overlap_applies
 
 EPILOG = """examples:
@@ -59,6 +66,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
+    add_backend(parser)
     parser.set_defaults(run=run)
 
 
@@ -95,7 +103,8 @@ def run(args) -> int:
     settings = EvalSettings(max_items=args.max_items, seed=args.seed, batch_size=args.batch_size,
                             instructions=instructions, long_texts=args.long_texts, overlap=args.overlap,
                             pooling=args.pooling, diagnostics=not args.no_diagnostics, dtype=args.dtype,
-                            device=args.device, trust_remote_code=args.trust_remote_code, precision=args.precision,
+                            device=args.device, trust_remote_code=args.trust_remote_code, backend=args.backend,
+                            precision=args.precision,
                             rescore_multiplier=args.rescore_multiplier)
     # both read the suite (or check the Hub for MTEB suites) and the output folder before the model loads
     if args.compare is not None:

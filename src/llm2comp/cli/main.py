@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "study": "llm2comp.cli.study_cmd",
     "serve": "llm2comp.cli.serve_cmd",
     "upgrade": "llm2comp.cli.upgrade_cmd",
+    "export": "llm2comp.cli.export_cmd",
     "plan": "llm2comp.cli.plan_cmd",
     "configs": "llm2comp.cli.configs_cmd",
 }

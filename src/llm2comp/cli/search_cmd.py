@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import InvalidSetting
 from ..models.default_model import DEFAULT_MODEL_NAME
-from .arguments import add_trust_remote_code, non_blank_text, positive_int
+from .arguments import add_backend, add_trust_remote_code, non_blank_text, positive_int
 
 SEARCH_PRECISIONS = ("float32", "binary")
 from .long_text_options import add_long_text_arguments, check_overlap_applies
@@ -53,6 +53,7 @@ def add_parser(sub) -> None:
                         "the float query . the documents' +-1 bits (cosine; default: no rescoring)")
     add_long_text_arguments(parser)
     add_trust_remote_code(parser)
+    add_backend(parser)
     parser.set_defaults(run=run)
 
 
@@ -106,7 +107,7 @@ def run(args) -> int:
     if args.precision == "binary" and args.long_texts == "multivector":
         raise InvalidSetting("--precision binary searches one vector per text; --long-texts multivector gives "
                              "several: use --long-texts truncate or segments")
-    model = load_for_use(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_for_use(args.model, trust_remote_code=args.trust_remote_code, backend=args.backend)
     model.set_long_texts(args.long_texts, args.overlap)
     check_overlap_applies(args.overlap, model.config.long_texts, saved=True)
     print_search(queries, semantic_search(model, queries, documents, instruction, args.top, args.precision,

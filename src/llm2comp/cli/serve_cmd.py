@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 from ..errors import LLM2CompError, ModelLoadError
 from ..models.default_model import DEFAULT_MODEL_NAME
-from .arguments import add_trust_remote_code, device_name, positive_int
+from .arguments import add_backend, add_trust_remote_code, device_name, positive_int
 
 
 def add_parser(sub) -> None:
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--pooling", choices=["memory_mean", "mean", "last"], default=None,
                         help="for a plain backbone: memory_mean (default), or mean/last token baselines")
     add_trust_remote_code(parser)
+    add_backend(parser)
     parser.add_argument("--max-batch-tokens", type=int, default=4096,
                         help="padded tokens (rows x longest row) in one forward pass (default: 4096)")
     parser.add_argument("--max-wait-ms", type=float, default=0.0,
@@ -68,7 +69,7 @@ def settings_from_args(args):
 
     return ServerSettings(
         model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
-        dtype=args.dtype, device=args.device, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+        dtype=args.dtype, device=args.device, backend=args.backend, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
         max_queue_inputs=args.max_queue_inputs, max_inputs_per_request=args.max_inputs_per_request,
         max_request_bytes=args.max_request_bytes, max_input_tokens=args.max_input_tokens, truncate=args.truncate,
         long_texts=args.long_texts, normalize=args.normalize, api_key_env=args.api_key_env,

@@ -46,7 +46,8 @@ def describe_model(model, name: str | None) -> dict:
     info = {"name": name or str(config.backbone), "backbone": str(config.backbone), "pooling": config.pooling,
             "num_memory_tokens": config.num_memory_tokens, "attention": config.attention,
             "max_length": config.max_length, "embedding_dim": model.hidden_size,
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+            "dtype": getattr(model, "weights_dtype", None) or str(next(model.parameters()).dtype).removeprefix("torch."),
+            "backend": getattr(model, "backend", "torch")}
     if config.backbone_note:  # saved in the model folder (e.g. the default backbone's 4-bit weights)
         info["note"] = config.backbone_note
     return info
@@ -301,7 +302,7 @@ def _evaluate_prepared(model, prepared: PreparedSuite, settings: EvalSettings, o
     if isinstance(model, (str, os.PathLike)):
         name = name or str(model)
         model = load_model(model, settings.pooling, dtype=settings.dtype, device=settings.device,
-                           trust_remote_code=settings.trust_remote_code)
+                           trust_remote_code=settings.trust_remote_code, backend=settings.backend)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
 

@@ -56,6 +56,7 @@ class EvalSettings:
     dtype: str = "float32"
     device: str | None = None
     trust_remote_code: bool = False
+    backend: str = "torch"  # torch, or a saved folder's ONNX export (backends/)
     show_progress_bar: bool = True
     precision: str = "float32"
     rescore_multiplier: int | None = None

@@ -40,7 +40,7 @@ def load_model(settings: ServerSettings):
     from ..models import loading
 
     return loading.load_for_use(settings.model, settings.pooling, dtype=settings.dtype, device=settings.device,
-                                trust_remote_code=settings.trust_remote_code)
+                                trust_remote_code=settings.trust_remote_code, backend=settings.backend)
 
 
 class ServerState:

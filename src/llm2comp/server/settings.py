@@ -19,6 +19,7 @@ class ServerSettings:
     port: int = 8080
     dtype: str = "float32"
     device: str | None = None
+    backend: str = "torch"  # or a saved folder's ONNX export: onnx, onnx-int8 (backends/)
     # batching
     max_batch_tokens: int = 4096  # padded tokens (rows x longest row) in one forward pass
     max_wait_ms: float = 0.0  # how long a batch may wait for more inputs once the first one arrived
