@@ -117,3 +117,21 @@ def test_cli_export_then_encode_with_the_backend(tiny_llama_dir, tmp_path, capsy
     assert main(["encode", "--model", str(folder), "--input", str(texts), "--output", str(tmp_path / "x.npy"),
                  "--backend", "onnx-int8", "--dtype", "bfloat16"]) == 2
     assert "runs the exported graph as it was exported" in capsys.readouterr().err
+
+
+def test_sentence_transformers_loads_the_export_with_backend_onnx(tiny_llama_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    folder = saved_model(tmp_path, tiny_llama_dir)
+    export_onnx(folder, quantize="int8")
+    export_onnx(folder)
+    expected = LLM2Comp.from_pretrained(folder).encode(TEXTS)
+    st = SentenceTransformer(str(folder), trust_remote_code=True, backend="onnx")
+    np.testing.assert_allclose(st.encode(TEXTS), expected, atol=1e-4)
+    st8 = SentenceTransformer(str(folder), trust_remote_code=True, backend="onnx",
+                              model_kwargs={"file_name": "onnx/model_int8.onnx"})
+    got = st8.encode(TEXTS)
+    assert cosines(got, expected).min() > 0.98 and not np.allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="not an llm2comp export"):
+        SentenceTransformer(str(folder), trust_remote_code=True, backend="onnx",
+                            model_kwargs={"file_name": "model_qint8_avx512.onnx"})

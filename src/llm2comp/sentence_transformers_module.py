@@ -115,6 +115,9 @@ class LLM2CompModule(InputModule):
         """
         if not safe_serialization:
             raise ValueError("llm2comp folders are safetensors only; save with safe_serialization=True")
+        if not isinstance(self.llm2comp, LLM2Comp):
+            raise ValueError("an ONNX-backed model is saved by exporting its folder (llm2comp export), not by "
+                             "SentenceTransformer.save; load it with the torch backend to save it")
         output = Path(output_path)
         model = self.llm2comp
         original = model.config.prompts
@@ -142,18 +145,36 @@ class LLM2CompModule(InputModule):
     def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder: str | None = None,
              revision: str | None = None, local_files_only: bool = False, model_kwargs: dict | None = None,
              **kwargs) -> LLM2CompModule:
-        if kwargs.get("backend", "torch") != "torch":
-            raise ValueError(f"llm2comp models run on the torch backend only, not {kwargs['backend']!r}")
+        backend = kwargs.get("backend", "torch")
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"llm2comp models run on the torch or onnx backends, not {backend!r}")
+        model_kwargs = dict(model_kwargs or {})
+        file_name = model_kwargs.pop("file_name", None)
         hub = dict(subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
                    local_files_only=local_files_only)
         folder = cls.load_dir_path(model_name_or_path, **hub)
-        options = {**cls.load_config(model_name_or_path, **hub), **(model_kwargs or {})}
+        if backend == "onnx":  # the folder's `llm2comp export` (backends/); model_kwargs file_name picks int8
+            return cls(LLM2Comp.from_pretrained(folder, backend=onnx_backend_for(file_name)))
+        options = {**cls.load_config(model_name_or_path, **hub), **model_kwargs}
         unknown = sorted(set(options) - set(LOAD_OPTIONS))
         if unknown:
             raise TypeError(f"model_kwargs {unknown} are not supported by llm2comp models; use {list(LOAD_OPTIONS)}")
         dtype = options.pop("torch_dtype", None) or options.pop("dtype", "float32")
         model = LLM2Comp.from_pretrained(folder, dtype=dtype, **options)
         return cls(model, dtype=dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."))
+
+
+def onnx_backend_for(file_name: str | None) -> str:
+    """sentence-transformers' `model_kwargs={"file_name": ...}` -> our backend name (None: fp32)."""
+    from .backends import ONNX_FILES
+
+    if file_name is None:
+        return "onnx"
+    by_file = {name: backend for backend, name in ONNX_FILES.items()}
+    name = Path(file_name).name
+    if name not in by_file:
+        raise ValueError(f"file_name {file_name!r} is not an llm2comp export; use one of {sorted(by_file)}")
+    return by_file[name]
 
 
 def to_sentence_transformer(model_or_path, *, prompts: dict[str, str] | None = None,
