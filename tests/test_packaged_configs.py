@@ -171,6 +171,11 @@ def test_demo_names_the_missing_packages_and_the_command_that_installs_them(tmp_
     assert {"gensim", "scattertext", "sklearn"} <= set(demo_packages(own_data, evaluate=True))
     for bundled in (None, {"type": "wiki_default"}, {"type": "wiki_demo"}, "wiki_default"):  # None: the default
         assert "gensim" in demo_packages([*own_data, SimpleNamespace(data=bundled)], evaluate=False)
+    assert "wordllama" not in demo_packages(own_data, evaluate=True)
+    teacher = SimpleNamespace(type="wordllama")
+    for holder in ("distillation", "terms"):  # stages 2-3 keep the teacher in distillation, stage 1 in its terms
+        stage = SimpleNamespace(data=None, **{holder: SimpleNamespace(teacher=teacher)})
+        assert "wordllama" in demo_packages([stage], evaluate=False)
 
 
 def test_install_hints_pin_what_requirements_data_pins():
