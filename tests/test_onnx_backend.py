@@ -108,8 +108,13 @@ def test_cli_export_then_encode_with_the_backend(tiny_llama_dir, tmp_path, capsy
     folder = saved_model(tmp_path, tiny_llama_dir)
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
-    assert main(["export", "--model", str(folder), "--quantize", "int8"]) == 0
+    assert main(["export", "--model", str(folder), "--quantize", "int8", "--keep-float32", "none"]) == 0
     assert "use it with --backend onnx-int8" in capsys.readouterr().out
+    record = json.loads((folder / "onnx" / "export.json").read_text())["files"]["onnx-int8"]["quantization"]
+    assert record["float32_matmuls"] == 0 and record["kept_float32"] == []
+    assert main(["export", "--model", str(folder), "--quantize", "int8"]) == 2  # never replaced unasked
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", "--model", str(folder), "--quantize", "int8", "--overwrite"]) == 0
     assert main(["encode", "--model", str(folder), "--input", str(texts), "--output", str(tmp_path / "t.npy")]) == 0
     assert main(["encode", "--model", str(folder), "--input", str(texts), "--output", str(tmp_path / "o.npy"),
                  "--backend", "onnx-int8"]) == 0

@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--backend", default="onnx", choices=["onnx"], help="the export format (default: onnx)")
     parser.add_argument("--quantize", default="none", choices=["none", "int8"],
                         help="none: the fp32 graph; int8: dynamic int8 weights (default: none)")
+    parser.add_argument("--keep-float32", default="down_proj", metavar="PARTS",
+                        help="with --quantize int8: comma-separated parts of node names whose MatMuls stay fp32, e.g. "
+                        "down_proj,layers.0/ (default: down_proj, the MLP down projections; none: quantise all)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export of the same kind")
     parser.set_defaults(run=run)
 
@@ -24,7 +27,8 @@ def run(args) -> int:
     from ..backends.onnx_export import export_onnx
 
     started = time.perf_counter()
-    path = export_onnx(args.model, quantize=args.quantize, overwrite=args.overwrite)
+    keep = () if args.keep_float32 in ("", "none") else tuple(part for part in args.keep_float32.split(",") if part)
+    path = export_onnx(args.model, quantize=args.quantize, overwrite=args.overwrite, keep_float32=keep)
     backend = "onnx-int8" if args.quantize == "int8" else "onnx"
     print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f} s; "
           f"use it with --backend {backend}")
