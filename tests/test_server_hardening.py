@@ -514,7 +514,8 @@ def test_serve_loads_through_the_shared_loader_with_its_flags(monkeypatch):
                                       "--enable-docs"])
     chosen = settings_from_args(args)
     assert load_model(chosen) == "model"
-    assert calls == [(("some/backbone", "mean"), {"dtype": "bfloat16", "device": "cpu", "trust_remote_code": True})]
+    assert calls == [(("some/backbone", "mean"), {"dtype": "bfloat16", "device": "cpu", "trust_remote_code": True,
+                                                    "backend": "torch"})]
     assert chosen.max_connections == 7 and chosen.enable_docs
     plain = settings_from_args(build_parser().parse_args(["serve"]))
     assert not plain.trust_remote_code and not plain.enable_docs
