@@ -300,3 +300,24 @@ def test_server_warns_once_per_untrained_dimensions(tiny_llama_dir):
     assert len(untrained) == 2  # once per size
     assert untrained[0].startswith("dimensions 8: this model was trained for Matryoshka sizes [16] and the full 64")
     assert untrained[1].startswith("dimensions 12:")
+
+
+def test_evaluation_scores_the_first_n_components(trained_dir):
+    import numpy as np
+
+    from llm2comp.evaluation.base import Embedder
+    from llm2comp.evaluation.settings import EvalSettings
+
+    model = LLM2Comp.from_pretrained(trained_dir)
+    full = Embedder(model, show_progress_bar=False)(TEXTS[:3])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cut = Embedder(model, show_progress_bar=False, truncate_dim=8)
+        assert untrained_warnings(caught) == []  # 8 is a trained size
+        Embedder(model, show_progress_bar=False, truncate_dim=16)
+        assert len(untrained_warnings(caught)) == 1
+    np.testing.assert_array_equal(cut(TEXTS[:3]), full[:, :8])
+    assert cut.dimension == 8 and cut.plain_embeddings().shape == (3, 8)
+    with pytest.raises(InvalidSetting, match="truncate_dim must be a whole number >= 1"):
+        EvalSettings(truncate_dim=0)
+    assert EvalSettings(truncate_dim=8).key() != EvalSettings().key()

@@ -52,6 +52,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--precision", choices=["float32", "int8", "binary"], default="float32",
                         help="score quantised embeddings (int8: calibrated on each task's documents; binary: "
                         "Hamming ranking) on the offline suites")
+    parser.add_argument("--truncate-dim", type=positive_int, default=None,
+                        help="score the first N components of every embedding (Matryoshka sizes; a size the model "
+                        "was not trained for warns)")
     parser.add_argument("--rescore-multiplier", type=positive_int, default=None,
                         help="with --precision binary: rescore the best 10 x N candidates with the float query")
     parser.add_argument("--instructions", type=non_blank_text, default=None,
@@ -104,7 +107,7 @@ def run(args) -> int:
                             instructions=instructions, long_texts=args.long_texts, overlap=args.overlap,
                             pooling=args.pooling, diagnostics=not args.no_diagnostics, dtype=args.dtype,
                             device=args.device, trust_remote_code=args.trust_remote_code, backend=args.backend,
-                            precision=args.precision,
+                            precision=args.precision, truncate_dim=args.truncate_dim,
                             rescore_multiplier=args.rescore_multiplier)
     # both read the suite (or check the Hub for MTEB suites) and the output folder before the model loads
     if args.compare is not None:

@@ -118,7 +118,8 @@ class Embedder:
     """
 
     def __init__(self, model, batch_size: int = 16, show_progress_bar: bool = True, long_texts: str | None = None,
-                 overlap: int | None = None, precision: str = "float32", rescore_multiplier: int | None = None):
+                 overlap: int | None = None, precision: str = "float32", rescore_multiplier: int | None = None,
+                 truncate_dim: int | None = None):
         from ..models.long_texts import check_long_texts
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -136,6 +137,10 @@ class Embedder:
         self.long_texts = long_texts or default_long_texts(encoder)
         self.overlap = _checked_overlap(encoder, self.long_texts, overlap)
         self.precision, self.rescore_multiplier = precision, rescore_multiplier
+        self.truncate_dim = truncate_dim  # the first n components of every vector (the cache keeps them whole)
+        check_size = getattr(model, "_check_truncate_dim", None)  # LLM2Comp: range check, warns for untrained sizes
+        if truncate_dim is not None and check_size is not None:
+            check_size(truncate_dim)
         if precision != "float32" and self.long_texts == "multivector":
             raise InvalidSetting(f"precision {precision!r} scores one vector per text; long_texts 'multivector' "
                                  "gives several (use 'segments', or precision 'float32')")
@@ -148,13 +153,13 @@ class Embedder:
         keys = self._fill(texts, instruction, desc)
         if not keys:
             return np.zeros((0, self.dimension or 0), dtype=np.float32)
-        return np.stack([self._cache[key] for key in keys])
+        return np.stack([self._cache[key] for key in keys])[:, :self.truncate_dim]
 
     def windows(self, texts: list[str], instruction: str | None = None, desc: str = "encode") -> list[np.ndarray]:
         """Each text's window embeddings (S_i, d), float32 (multivector mode only)."""
         if self.long_texts != "multivector":
             raise InvalidSetting(f"windows() needs long_texts='multivector', this embedder uses {self.long_texts!r}")
-        return [self._windows[key] for key in self._fill(texts, instruction, desc)]
+        return [self._windows[key][:, :self.truncate_dim] for key in self._fill(texts, instruction, desc)]
 
     def _fill(self, texts: list[str], instruction: str | None, desc: str) -> list[tuple[str | None, str]]:
         """Encode the keys of `texts` that are not cached yet; return all keys in order."""
@@ -178,7 +183,7 @@ class Embedder:
 
     @property
     def dimension(self) -> int | None:
-        return next(iter(self._cache.values())).shape[0] if self._cache else None
+        return next(iter(self._cache.values()))[:self.truncate_dim].shape[0] if self._cache else None
 
     def plain_texts(self) -> list[str]:
         """Every text encoded without instruction so far (the corpus for the diagnostics)."""
@@ -186,7 +191,7 @@ class Embedder:
 
     def plain_embeddings(self) -> np.ndarray:
         vectors = [vector for (instruction, _), vector in self._cache.items() if instruction is None]
-        return np.stack(vectors) if vectors else np.zeros((0, self.dimension or 0), dtype=np.float32)
+        return np.stack(vectors)[:, :self.truncate_dim] if vectors else np.zeros((0, self.dimension or 0), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- similarity

@@ -309,7 +309,7 @@ def _evaluate_prepared(model, prepared: PreparedSuite, settings: EvalSettings, o
     machine = describe_machine(model)  # before the work, so the load average is the background load
     embed = Embedder(model, batch_size=settings.batch_size, show_progress_bar=settings.show_progress_bar,
                      long_texts=settings.long_texts, overlap=settings.overlap, precision=settings.precision,
-                     rescore_multiplier=settings.rescore_multiplier)
+                     rescore_multiplier=settings.rescore_multiplier, truncate_dim=settings.truncate_dim)
     if prepared.mteb_tasks is not None:
         if settings.precision != "float32":
             raise InvalidSetting(f"precision {settings.precision!r} applies to the offline suites; the MTEB suites "

@@ -21,7 +21,7 @@ from ..errors import InvalidSetting, InvalidType
 DISPLAY_ONLY = ("show_progress_bar",)
 # settings added after results were first cached: left out of `key()` at their default, so results saved
 # before them (made as the default makes them) stay reusable
-LATER_DEFAULTS = {"precision": "float32", "rescore_multiplier": None}
+LATER_DEFAULTS = {"precision": "float32", "rescore_multiplier": None, "backend": "torch", "truncate_dim": None}
 EVAL_PRECISIONS = ("float32", "int8", "binary")
 
 
@@ -43,6 +43,8 @@ class EvalSettings:
         (`retrieval.rank_quantized`: int8 codes calibrated on the task's documents, binary by Hamming
         distance); other tasks stay float. rescore_multiplier: with binary, the best 10 x m by Hamming
         are rescored by the float query . the documents' +-1 bits (None: no rescoring).
+    truncate_dim: score the first n components of every embedding (Matryoshka sizes; None: all).
+    backend: torch, or a saved folder's ONNX export (onnx, onnx-int8; backends/).
     """
 
     max_items: int | None = None
@@ -59,6 +61,7 @@ class EvalSettings:
     backend: str = "torch"  # torch, or a saved folder's ONNX export (backends/)
     show_progress_bar: bool = True
     precision: str = "float32"
+    truncate_dim: int | None = None
     rescore_multiplier: int | None = None
 
     def __post_init__(self):
@@ -89,6 +92,9 @@ class EvalSettings:
                 raise InvalidType(f"{key} must be True or False, got {getattr(self, key)!r}")
         self._check_loading()
         self._check_precision()
+        if self.truncate_dim is not None and (isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int)
+                                              or self.truncate_dim < 1):
+            raise InvalidSetting(f"truncate_dim must be a whole number >= 1, got {self.truncate_dim!r}")
 
     def _check_precision(self) -> None:
         from ..models.quantization import check_precision
