@@ -188,10 +188,15 @@ def atomic_directory(path: str | os.PathLike, *, keep=None):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent, re.escape(path.name))
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    tmp = None
     try:
+        try:
+            with _interrupts_deferred():  # a Ctrl-C here arrives once `tmp` is known, so it is removed below
+                tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if keep is not None and path.is_dir() and not path.is_symlink():
@@ -205,7 +210,9 @@ def atomic_directory(path: str | os.PathLike, *, keep=None):
         else:
             os.replace(tmp, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with _interrupts_deferred():  # a Ctrl-C during the clean-up waits for it to finish
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
