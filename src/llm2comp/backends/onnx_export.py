@@ -12,13 +12,11 @@ so the layout (`[BOS] text [M1..Mk]`), the tokenizer and the batching stay in Py
 with the PyTorch backend (models/embedding_api.py); the memory vectors, the merged LoRA adapters,
 the bidirectional 4-D mask and the pooling are inside the graph. The LM head is not.
 
-int8 (`--quantize int8`): ONNX Runtime's dynamic quantisation (`quantize_dynamic`), weights int8 per
-output channel, activations quantised per tensor at run time, on every MatMul whose second input is
-a weight. The MLP down projections (`down_proj`, matched in the node names) stay fp32: their input
-is the gated product act(gate) * up, whose rare huge values (the activation outliers of LLMs) force
-a per-tensor scale so coarse that the rest of the row rounds to zero. Measured on SmolLM2-135M
-(untrained, 64 texts): every MatMul int8 gives median cosine 0.952 to fp32 (min 0.39); with the 30
-down projections kept fp32, 0.994 (min 0.89), at about the same speed (docs/backends.md).
+int8 (`--quantize int8`): every weight MatMul becomes an int8 `MatMulInteger` with int8 weights per
+output channel and the activations quantised at run time with one scale per token
+after SmoothQuant's per-channel scaling, calibrated on 64 built-in texts (`int8_per_token.py` says
+why per token and why smoothing; `int8_calibration.py` measures). `keep_float32` names node-name
+parts whose MatMuls stay fp32 (none by default). Measured: docs/backends.md.
 
 What is written (`<folder>/onnx/`, in one rename; an existing file is never replaced without
 `overwrite=True`): `model.onnx` or `model_int8.onnx`, and `export.json`, which records for each file the
@@ -40,10 +38,11 @@ from torch import nn
 from ..errors import InvalidSetting, OutputError
 from ..models.memory import EncoderBatch
 from . import EXPORT_DIR, EXPORT_RECORD, ONNX_FILES
+from .int8_per_token import DEFAULT_ALPHA
 from .onnx_model import INPUT_NAMES, OUTPUT_NAME, model_fingerprint, require_onnxruntime
 
 QUANTIZE_CHOICES = ("none", "int8")
-KEEP_FLOAT32 = ("down_proj",)  # node-name parts whose MatMuls stay fp32 under int8 (module docstring)
+KEEP_FLOAT32: tuple[str, ...] = ()  # node-name parts whose MatMuls stay fp32 under int8 (none: all quantised)
 OPSET = 17
 
 
@@ -60,13 +59,21 @@ class EncoderGraph(nn.Module):
 
 
 def export_onnx(folder: str | os.PathLike, *, quantize: str = "none", overwrite: bool = False,
-                keep_float32: tuple[str, ...] = KEEP_FLOAT32, example_texts: list[str] | None = None) -> Path:
-    """Write `<folder>/onnx/model.onnx` (quantize "none") or `model_int8.onnx` ("int8"); returns its path."""
+                keep_float32: tuple[str, ...] = KEEP_FLOAT32, example_texts: list[str] | None = None,
+                smoothing: float | None = DEFAULT_ALPHA, calibration_texts: list[str] | None = None) -> Path:
+    """Write `<folder>/onnx/model.onnx` (quantize "none") or `model_int8.onnx` ("int8"); returns its path.
+
+    int8 only: `smoothing` is the SmoothQuant strength alpha in [0, 1] (None: no smoothing), measured on
+    `calibration_texts` (default: 64 paragraphs of the bundled Wikipedia excerpt)."""
     from ..models.config import is_llm2comp_folder
     from ..models.encoder import LLM2Comp
 
     if quantize not in QUANTIZE_CHOICES:
         raise InvalidSetting(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
+    if smoothing is not None and not 0.0 <= smoothing <= 1.0:
+        raise InvalidSetting(f"smoothing (alpha) must lie in [0, 1] or be None (off), got {smoothing!r}")
+    if calibration_texts is not None and not calibration_texts:
+        raise InvalidSetting("calibration_texts is empty; give some texts, or None for the built-in ones")
     folder = Path(folder)
     if not is_llm2comp_folder(folder):
         raise InvalidSetting(f"{folder} is not a saved LLM2Comp folder (no llm2comp_config.json); save the model "
@@ -86,16 +93,19 @@ def export_onnx(folder: str | os.PathLike, *, quantize: str = "none", overwrite:
         _trace(model, float_path, example_texts)
         if quantize == "int8":
             written = scratch / ONNX_FILES["onnx-int8"]
-            quantized_nodes, kept = _quantize_int8(float_path, written, keep_float32)
+            smooth = _smoothing_record(model, float_path, keep_float32, smoothing, calibration_texts)
+            quantized_nodes, kept = _quantize_int8(float_path, written, keep_float32, smooth)
         else:
             written, quantized_nodes, kept = float_path, None, []
         record = _read_record(target_dir)
         record.setdefault("files", {})[backend] = {
             "file": target.name, "model_fingerprint": fingerprint, "opset": OPSET, "torch": torch.__version__, "onnxruntime": _ort_version(),
             "hidden_size": model.hidden_size, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
-            **({"quantization": {"weights": "int8 per output channel", "activations": "dynamic per tensor",
+            **({"quantization": {"weights": "int8 per output channel", "activations": "int8, one scale per token",
                                  "quantized_matmuls": quantized_nodes, "float32_matmuls": len(kept),
-                                 "kept_float32": list(keep_float32)}} if quantize == "int8" else {}),
+                                 "kept_float32": list(keep_float32),
+                                 "smoothing": None if smooth is None else {"alpha": smoothing, "calibration_texts": smooth[1]}}}
+               if quantize == "int8" else {}),
         }
         os.replace(written, target)  # same file system: one rename
         record_path = scratch / EXPORT_RECORD
@@ -116,18 +126,25 @@ def _trace(model, path: Path, example_texts: list[str] | None) -> None:
                           output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
-def _quantize_int8(source: Path, target: Path, keep_float32: tuple[str, ...]) -> tuple[int, list[str]]:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _smoothing_record(model, float_path: Path, keep_float32: tuple[str, ...], alpha: float | None,
+                      texts: list[str] | None) -> tuple[dict, int, float] | None:
+    """(per-channel max |X| of every quantised MatMul input, texts used, alpha), or None without smoothing."""
+    if alpha is None:
+        return None
+    from .int8_calibration import channel_max, default_calibration_texts, encoder_batches
 
-    graph = onnx.load(str(source), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    matmuls = [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
-    kept = [node.name for node in matmuls if any(part in node.name for part in keep_float32)]
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
-                     extra_options={"MatMulConstBOnly": True})
-    return len(matmuls) - len(kept), kept
+    texts = texts if texts is not None else default_calibration_texts()
+    statistics = channel_max(float_path, encoder_batches(model, texts), keep_float32, threads=torch.get_num_threads())
+    return statistics, len(texts), alpha
+
+
+def _quantize_int8(source: Path, target: Path, keep_float32: tuple[str, ...],
+                   smooth: tuple[dict, int, float] | None) -> tuple[int, list[str]]:
+    from .int8_per_token import quantize_matmuls
+
+    if smooth is None:
+        return quantize_matmuls(source, target, keep_float32)
+    return quantize_matmuls(source, target, keep_float32, activation_max=smooth[0], alpha=smooth[2])
 
 
 def _read_record(target_dir: Path) -> dict:
