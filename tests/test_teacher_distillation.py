@@ -17,6 +17,7 @@ from llm2comp.losses.embedding_alignment import embedding_alignment_loss
 from llm2comp.losses.teacher_alignment import (
     TeacherAlignment,
     check_distillation,
+    cross_similarity_loss,
     similarity_distribution_loss,
 )
 from llm2comp.models.teachers import CachedTeacher, TeacherSettings, TeacherTextMissing, VectorsTeacher
@@ -223,6 +224,51 @@ def test_tiny_stage3_run_distils_the_bare_queries(tiny_llama_dir, tmp_path):
                             teacher={"type": "vectors", "path": str(vectors)})
     model = run_supervised(cfg)
     assert (model / "training_config.yaml").is_file() and all(np.isfinite(_losses(tmp_path / "run")))
+
+
+def test_query_document_scores_distil_the_teachers_ranking_of_documents():
+    """L = 1/B sum_i KL(softmax_j cos(t(q_i), t(d_j))/tau || softmax_j cos(s(q_i), s(d_j))/tau), by hand."""
+    g = torch.Generator().manual_seed(0)
+    sq, sd = torch.randn(3, 8, generator=g, requires_grad=True), torch.randn(6, 8, generator=g)
+    tq, td = torch.randn(3, 5, generator=g), torch.randn(6, 5, generator=g)  # another width
+    got = cross_similarity_loss(sq, sd, tq, td, temperature=0.1)
+    s_scores = F.normalize(sq, dim=-1) @ F.normalize(sd, dim=-1).T / 0.1
+    t_scores = F.normalize(tq, dim=-1) @ F.normalize(td, dim=-1).T / 0.1
+    p, log_q = t_scores.softmax(-1), s_scores.log_softmax(-1)
+    expected = (p * (p.log() - log_q)).sum(-1).mean()
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    assert sq.grad is not None and sq.grad.abs().sum() > 0
+    # zero when the student scores as the teacher does (here: the teacher itself, rescaled)
+    same = cross_similarity_loss(3 * tq, 2 * td, tq, td, temperature=0.1)
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="must embed the same texts"):
+        cross_similarity_loss(sq, sd, tq, td[:4])
+
+
+def test_tiny_stage3_run_distils_query_document_scores(tiny_llama_dir, tmp_path):
+    from llm2comp.recipes.supervised import run_supervised
+    from llm2comp.recipes.unsupervised import run_unsupervised
+
+    pairs = write_pairs(tmp_path / "p.jsonl", n=8)
+    stub = tmp_path / "stub"
+    common = dict(stage="supervised", max_steps=2, save_every=0, lr=1e-3, data={"type": "pairs", "path": str(pairs)})
+    teacher = {"type": "sentence_transformers", "model": str(_tiny_sentence_transformer(tiny_llama_dir, stub))}
+    losses = {}
+    for scores in ("within", "query_documents"):
+        cfg = tiny_stage_config(tiny_llama_dir, pairs, tmp_path / scores, teacher_weight=1.0, teacher=teacher,
+                                teacher_scores=scores, **common)
+        model = run_supervised(cfg)
+        assert yaml.safe_load((model / "training_config.yaml").read_text())["teacher_scores"] == scores
+        losses[scores] = _losses(tmp_path / scores)
+    assert all(np.isfinite(losses["query_documents"]))
+    assert losses["query_documents"][0] != pytest.approx(losses["within"][0], abs=1e-6)  # another term
+    sentences = write_sentences(tmp_path / "s.txt", n=8)
+    cfg = tiny_stage_config(tiny_llama_dir, sentences, tmp_path / "s2", stage="unsupervised", max_steps=1,
+                            save_every=0, data={"type": "text", "path": str(sentences)}, teacher_weight=1.0,
+                            teacher=teacher, teacher_scores="query_documents")
+    with pytest.raises(ConfigError, match="query_documents needs queries and documents"):
+        run_unsupervised(cfg)
 
 
 # ---------------------------------------------------------------------------------- (6) config errors

@@ -16,7 +16,7 @@ scale is coarse for every other token, and it changes with whatever else is in t
 on the trained demo model, a text's embedding moved by up to 2.05 (max abs) between being encoded
 alone and in a batch of 32, and the offline suite lost 0.71 points. With a scale per token an
 outlier only coarsens its own row, nothing depends on the batch (the same text gives the same
-vector, up to float rounding), and the suite moved by 0.03 (docs/backends.md).
+vector, up to float rounding), and the offline suite stayed within 0.3 points of fp32 (docs/backends.md).
 
 Smoothing (SmoothQuant, Xiao et al. 2023, arXiv 2211.10438): a per-token scale copes with an
 outlier *token*, not with an outlier *channel* -- a few input channels j that are large on every

@@ -21,6 +21,16 @@ Which loss for which teacher, and why:
   usually does not: matching which texts are close to which needs neither equal widths nor a trained
   projection, so nothing extra is trained or saved with the embedder.
 
+Stage 3 can instead distil the teacher's *query-document* scores (`teacher_scores: query_documents`),
+the retrieval-shaped variant (in-batch knowledge distillation of a bi-encoder): over the batch's
+queries q_i and documents d_j (every positive and hard negative, 2B of them with one negative each)
+
+    S_ij = cos(s(q_i), s(d_j)) / tau,   T_ij = cos(t(q_i), t(d_j)) / tau      all j, positive included
+    L_teacher = 1/B sum_i KL(softmax_j T_ij || softmax_j S_ij)
+
+so the student ranks the documents for each query as the teacher does, not only the queries
+among themselves (`teacher_scores: within`, the default).
+
 Where: stage 1 adds `alignment_weight * L_teacher` on the memory means (in place of the backbone
 alignment, `CompressionObjective(teacher=...)`); stages 2-3 add `teacher_weight * L_teacher` on the
 query (stage 3) or first-view sentence (stage 2) embeddings, beside InfoNCE (`TeacherDistillation`).
@@ -68,6 +78,26 @@ def similarity_distribution_loss(student: torch.Tensor, teacher: torch.Tensor, t
         return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 
 
+def cross_similarity_loss(student_queries: torch.Tensor, student_documents: torch.Tensor,
+                          teacher_queries: torch.Tensor, teacher_documents: torch.Tensor,
+                          temperature: float = 0.05) -> torch.Tensor:
+    """Query-document score distillation (module docstring): students (B, d), (N, d); teachers (B, D), (N, D)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if student_queries.shape[0] != teacher_queries.shape[0] or student_documents.shape[0] != teacher_documents.shape[0]:
+        raise ValueError(f"student ({student_queries.shape[0]} queries, {student_documents.shape[0]} documents) and "
+                         f"teacher ({teacher_queries.shape[0]}, {teacher_documents.shape[0]}) must embed the same texts")
+    with torch.autocast(student_queries.device.type, enabled=False):
+        def log_scores(queries, documents):
+            queries, documents = F.normalize(queries.float(), dim=-1), F.normalize(documents.float(), dim=-1)
+            return F.log_softmax(queries @ documents.T / temperature, dim=-1)
+
+        log_q = log_scores(student_queries, student_documents)
+        device = student_queries.device
+        log_p = log_scores(teacher_queries.detach().to(device), teacher_documents.detach().to(device))
+        return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
 class TeacherAlignment:
     """L_teacher of student embeddings against a (cached) teacher's embeddings of the same texts."""
 
@@ -84,6 +114,11 @@ class TeacherAlignment:
         target = self.teacher.embed(list(texts)).to(student.device)
         return similarity_distribution_loss(student, target, self.temperature)
 
+    def cross(self, queries: torch.Tensor, query_texts: list[str], documents: torch.Tensor,
+              document_texts: list[str]) -> torch.Tensor:
+        return cross_similarity_loss(queries, documents, self.teacher.embed(list(query_texts)),
+                                     self.teacher.embed(list(document_texts)), self.temperature)
+
 
 def check_stage1_teacher(terms) -> TeacherSettings:
     """Stage 1's `teacher` (of `CompressionTerms`) as `TeacherSettings`, checked against the alignment's
@@ -98,12 +133,16 @@ def check_stage1_teacher(terms) -> TeacherSettings:
     return teacher
 
 
+TEACHER_SCORES = ("within", "query_documents")
+
+
 @dataclass(frozen=True)
 class DistillationSettings:
     """Stages 2-3: `loss = InfoNCE + teacher_weight * L_teacher` (0 = off), with the `teacher:` block."""
 
     teacher_weight: float = setting(0.0, minimum=0)
     teacher: TeacherSettings | str = setting(factory=TeacherSettings)
+    teacher_scores: str = setting("within", choices=TEACHER_SCORES)  # stage 3 only: or query_documents
 
     def __post_init__(self):
         validate(self)
@@ -137,13 +176,14 @@ class TeacherDistillation(nn.Module):
     """
 
     def __init__(self, loss: nn.Module, alignment: TeacherAlignment, weight: float, queries_of,
-                 text_of: dict | None = None):
+                 text_of: dict | None = None, documents_of=None):
         super().__init__()
         if getattr(loss, "chunk_size", None) is not None or getattr(getattr(loss, "loss", None), "chunk_size", None):
             raise ConfigError("teacher distillation needs the queries embedded in one forward (chunk_size None)")
         self.loss = loss
         self.alignment, self.weight = alignment, float(weight)
         self.queries_of, self.text_of = queries_of, text_of or {}
+        self.documents_of = documents_of  # set: distil query-document scores (`teacher_scores: query_documents`)
 
     @property
     def encoder(self):
@@ -159,11 +199,11 @@ class TeacherDistillation(nn.Module):
     def forward(self, batch) -> torch.Tensor:
         captured = []
 
-        def keep_first(module, inputs, output):
-            if not captured:
+        def keep(module, inputs, output):
+            if not captured or self.documents_of is not None:
                 captured.append(output)
 
-        handle = self.encoder.register_forward_hook(keep_first)
+        handle = self.encoder.register_forward_hook(keep)
         try:
             contrastive = self.loss(batch)
         finally:
@@ -172,15 +212,28 @@ class TeacherDistillation(nn.Module):
         student = captured[0]
         if student.shape[0] != len(rows):
             raise RuntimeError(f"the first encoder pass embedded {student.shape[0]} texts, not the {len(rows)} queries")
-        return contrastive + self.weight * self.alignment(student, self.texts(rows))
+        if self.documents_of is None:
+            return contrastive + self.weight * self.alignment(student, self.texts(rows))
+        documents = self.documents_of(batch)
+        student_documents = torch.cat(captured[1:]) if len(captured) > 1 else student[:0]
+        if student_documents.shape[0] != len(documents):
+            raise RuntimeError(f"the document passes embedded {student_documents.shape[0]} texts, not the "
+                               f"{len(documents)} documents")
+        return contrastive + self.weight * self.alignment.cross(student, self.texts(rows), student_documents,
+                                                                self.texts(documents))
 
 
-def with_teacher(objective: nn.Module, cfg, queries_of, text_of: dict | None = None) -> nn.Module:
+def with_teacher(objective: nn.Module, cfg, queries_of, text_of: dict | None = None, documents_of=None) -> nn.Module:
     """`objective` itself when the stage's `teacher_weight` is 0, else wrapped in `TeacherDistillation`
-    with the configured teacher (loaded here, cached per text)."""
+    with the configured teacher (loaded here, cached per text). `documents_of(batch)` (stage 3) gives
+    the documents' token ids, positives then negatives, for `teacher_scores: query_documents`."""
     check_distillation(cfg)
     distill = cfg.distillation
     if distill.teacher_weight == 0:
         return objective
+    if distill.teacher_scores == "query_documents" and documents_of is None:
+        raise ConfigError("teacher_scores: query_documents needs queries and documents (stage 3, supervised); this "
+                          "stage has none: use teacher_scores: within")
     return TeacherDistillation(objective, TeacherAlignment.from_settings(distill.teacher), distill.teacher_weight,
-                               queries_of, text_of)
+                               queries_of, text_of,
+                               documents_of if distill.teacher_scores == "query_documents" else None)

@@ -110,7 +110,8 @@ def run_supervised(cfg: SupervisedConfig, *, resume: bool = True, callbacks=(), 
         objective = contrastive_loss(cfg, model)  # built once; the loop prepares its encoder
         text_of = ({tuple(ids): row.query for ids, row in zip(queries, rows)}  # a teacher embeds the bare query
                    if cfg.distillation.teacher_weight else None)
-        objective = with_teacher(objective, cfg, lambda batch: batch[0], text_of)  # + teacher_weight * L_teacher
+        objective = with_teacher(objective, cfg, lambda batch: batch[0], text_of,  # + teacher_weight * L_teacher
+                                 documents_of=lambda batch: batch[1] + batch[2])
         train_loop(objective, SamplerStream(sampler, collate), cfg.loop, accelerator=accelerator,
                    output_dir=cfg.output_dir, config=cfg.to_dict(), resume=resume, count_tokens=count_tokens,
                    callbacks=callbacks)
