@@ -19,20 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidSetting
+from .int8_per_token import quantized_matmul
 
 CALIBRATION_TEXTS = 64
 CALIBRATION_BATCH = 8
 
 
 def weight_matmul_inputs(model, keep_float32: tuple[str, ...] = ()) -> list[str]:
-    """Names of the inputs X of the MatMuls `X W` whose W is a weight (an initializer), in graph order."""
+    """Names of the inputs X of the MatMuls the rewrite quantises (`quantized_matmul`), in graph order."""
     weights = {init.name for init in model.graph.initializer}
-    names: list[str] = []
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in weights and not any(p in node.name for p in keep_float32):
-            if node.input[0] not in names:
-                names.append(node.input[0])
-    return names
+    names = [node.input[0] for node in model.graph.node if quantized_matmul(node, weights, keep_float32)]
+    return list(dict.fromkeys(names))
 
 
 def channel_max(float_graph: str | Path, batches, keep_float32: tuple[str, ...] = (),

@@ -45,6 +45,13 @@ EPSILON = 1e-8  # an all-zero row (padding) keeps a finite scale
 DEFAULT_ALPHA = 0.5  # smoothing strength: how much of the activation range moves into the weights
 
 
+def quantized_matmul(node, weights, keep_float32: tuple[str, ...] = ()) -> bool:
+    """Whether the rewrite quantises `node`: a MatMul whose second input is a weight (a name in
+    `weights`) and whose node name contains no part of `keep_float32`."""
+    return (node.op_type == "MatMul" and node.input[1] in weights
+            and not any(part in node.name for part in keep_float32))
+
+
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(W_q int8, s_w float32) of a (K, N) weight, symmetric per output column."""
     weight = weight.astype(np.float32)
@@ -92,19 +99,18 @@ def quantize_matmuls(source: str | Path, target: str | Path, keep_float32: tuple
     added = [numpy_helper.from_array(value, name) for name, value in constants.items()]
 
     def rewritten(node) -> bool:
-        return (node.op_type == "MatMul" and node.input[1] in weights
-                and not any(part in node.name for part in keep_float32))
+        return quantized_matmul(node, weights, keep_float32)
 
-    readers: dict[str, list] = {}
+    readers: dict[str, list[str]] = {}  # input -> the weights that read it (names: converted when smoothing)
     for node in graph.node:
         if rewritten(node):
-            readers.setdefault(node.input[0], []).append(numpy_helper.to_array(weights[node.input[1]]))
+            readers.setdefault(node.input[0], []).append(node.input[1])
     quantized: dict[str, tuple[str, str, np.ndarray | None]] = {}  # input -> (X_q, s_x, smoothing s)
     nodes, kept, count = [], [], 0
     for node in graph.node:
-        if node.op_type == "MatMul" and node.input[1] in weights and not rewritten(node):
-            kept.append(node.name)
         if not rewritten(node):
+            if quantized_matmul(node, weights):  # a weight MatMul that keep_float32 names
+                kept.append(node.name)
             nodes.append(node)
             continue
         x = node.input[0]
@@ -114,7 +120,8 @@ def quantize_matmuls(source: str | Path, target: str | Path, keep_float32: tuple
             if activation_max is not None:
                 if x not in activation_max:
                     raise ValueError(f"no calibration statistics for MatMul input {x!r}")
-                smoothing = smoothing_scales(activation_max[x], readers[x], alpha)
+                smoothing = smoothing_scales(activation_max[x], [numpy_helper.to_array(weights[name])
+                                                                 for name in readers[x]], alpha)
                 added.append(numpy_helper.from_array((np.float32(1.0) / smoothing).astype(np.float32), p + "inv_s"))
                 nodes.append(helper.make_node("Mul", [x, p + "inv_s"], [p + "smooth"], name=node.name + "/int8_smooth"))
                 x_in = p + "smooth"

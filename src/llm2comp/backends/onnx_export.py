@@ -93,8 +93,12 @@ def export_onnx(folder: str | os.PathLike, *, quantize: str = "none", overwrite:
         _trace(model, float_path, example_texts)
         if quantize == "int8":
             written = scratch / ONNX_FILES["onnx-int8"]
-            smooth = _smoothing_record(model, float_path, keep_float32, smoothing, calibration_texts)
-            quantized_nodes, kept = _quantize_int8(float_path, written, keep_float32, smooth)
+            from .int8_per_token import quantize_matmuls
+
+            statistics, texts_used = (None, 0) if smoothing is None else _calibrate(
+                model, float_path, keep_float32, calibration_texts)
+            quantized_nodes, kept = quantize_matmuls(float_path, written, keep_float32, activation_max=statistics,
+                                                     alpha=smoothing if smoothing is not None else DEFAULT_ALPHA)
         else:
             written, quantized_nodes, kept = float_path, None, []
         record = _read_record(target_dir)
@@ -104,7 +108,8 @@ def export_onnx(folder: str | os.PathLike, *, quantize: str = "none", overwrite:
             **({"quantization": {"weights": "int8 per output channel", "activations": "int8, one scale per token",
                                  "quantized_matmuls": quantized_nodes, "float32_matmuls": len(kept),
                                  "kept_float32": list(keep_float32),
-                                 "smoothing": None if smooth is None else {"alpha": smoothing, "calibration_texts": smooth[1]}}}
+                                 "smoothing": None if smoothing is None else {"alpha": smoothing,
+                                                                              "calibration_texts": texts_used}}}
                if quantize == "int8" else {}),
         }
         os.replace(written, target)  # same file system: one rename
@@ -126,25 +131,12 @@ def _trace(model, path: Path, example_texts: list[str] | None) -> None:
                           output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
-def _smoothing_record(model, float_path: Path, keep_float32: tuple[str, ...], alpha: float | None,
-                      texts: list[str] | None) -> tuple[dict, int, float] | None:
-    """(per-channel max |X| of every quantised MatMul input, texts used, alpha), or None without smoothing."""
-    if alpha is None:
-        return None
+def _calibrate(model, float_path: Path, keep_float32: tuple[str, ...], texts: list[str] | None) -> tuple[dict, int]:
+    """(per-channel max |X| of every quantised MatMul input, number of texts it was measured on)."""
     from .int8_calibration import channel_max, default_calibration_texts, encoder_batches
 
     texts = texts if texts is not None else default_calibration_texts()
-    statistics = channel_max(float_path, encoder_batches(model, texts), keep_float32, threads=torch.get_num_threads())
-    return statistics, len(texts), alpha
-
-
-def _quantize_int8(source: Path, target: Path, keep_float32: tuple[str, ...],
-                   smooth: tuple[dict, int, float] | None) -> tuple[int, list[str]]:
-    from .int8_per_token import quantize_matmuls
-
-    if smooth is None:
-        return quantize_matmuls(source, target, keep_float32)
-    return quantize_matmuls(source, target, keep_float32, activation_max=smooth[0], alpha=smooth[2])
+    return channel_max(float_path, encoder_batches(model, texts), keep_float32, threads=torch.get_num_threads()), len(texts)
 
 
 def _read_record(target_dir: Path) -> dict:
